@@ -1,0 +1,1 @@
+//! Symbolization of raw addresses with blazesym: user frames per process, kernel frames.

@@ -1,0 +1,3 @@
+//! Search engine over RSS news feeds: `feeds` (fetch, parse, cache), `search`, `web`, `server`.
+
+pub mod feeds;
