@@ -1,1 +1,268 @@
-//! Symbolization of raw addresses with blazesym: user frames per process, kernel frames.
+//! Symbolization of raw addresses with blazesym: user frames through snapshots of the target's
+//! memory maps (so a target that exited can still be symbolized from the files on disk), kernel
+//! frames from kallsyms. One blazesym `Symbolizer` per recording: it caches parsed ELF/DWARF.
+//! A miss is a value (`module+0xoffset`), never an error.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use blazesym::symbolize::source::{Elf, Kernel, Source};
+use blazesym::symbolize::{CodeInfo, Input, Symbolized, Symbolizer as BlazeSymbolizer};
+
+use crate::profile::Mapping;
+
+/// One executable mapping of the target, as seen in `/proc/PID/maps`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Vma {
+    pub start: u64,
+    pub end: u64,
+    pub file_offset: u64,
+    /// Path of the mapped file, or a pseudo name such as `[vdso]` / `[anon]`.
+    pub name: String,
+    /// The file to read symbols from (None for pseudo mappings).
+    pub file: Option<PathBuf>,
+}
+
+/// Every executable mapping the target had at some snapshot. Mappings only get added: a
+/// library unloaded later still explains addresses sampled while it was loaded.
+#[derive(Debug, Default, Clone)]
+pub struct ProcessMaps {
+    vmas: Vec<Vma>,
+}
+
+impl ProcessMaps {
+    /// Reads the executable mappings of `pid` and merges them in. Fails when the process is
+    /// gone; the snapshot taken so far stays usable.
+    pub fn refresh(&mut self, pid: u32) -> std::io::Result<()> {
+        let process = procfs::process::Process::new(pid as i32).map_err(std::io::Error::other)?;
+        let maps = process.maps().map_err(std::io::Error::other)?;
+        for m in maps {
+            if !m.perms.contains(procfs::process::MMPermissions::EXECUTE) {
+                continue;
+            }
+            let (name, file) = match &m.pathname {
+                procfs::process::MMapPath::Path(p) => {
+                    let shown = p.to_string_lossy().trim_end_matches(" (deleted)").to_string();
+                    (shown.clone(), Some(PathBuf::from(shown)))
+                }
+                procfs::process::MMapPath::Vdso => ("[vdso]".to_string(), None),
+                procfs::process::MMapPath::Vsyscall => ("[vsyscall]".to_string(), None),
+                procfs::process::MMapPath::Anonymous => ("[anon]".to_string(), None),
+                other => (format!("{other:?}"), None),
+            };
+            let vma = Vma { start: m.address.0, end: m.address.1, file_offset: m.offset, name, file };
+            if !self.vmas.contains(&vma) {
+                self.vmas.push(vma);
+            }
+        }
+        Ok(())
+    }
+
+    /// The newest mapping containing `addr`.
+    pub fn find(&self, addr: u64) -> Option<(usize, &Vma)> {
+        self.vmas.iter().enumerate().rev().find(|(_, v)| v.start <= addr && addr < v.end)
+    }
+
+    pub fn vmas(&self) -> &[Vma] {
+        &self.vmas
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.vmas.is_empty()
+    }
+}
+
+/// One source-level frame of an address: a function, its file and line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrameLine {
+    pub function: String,
+    pub file: String,
+    pub line: i64,
+}
+
+/// What an address resolved to. `lines` is innermost first (inlined frames before the real
+/// function), as pprof wants; it always has at least one entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    /// Index into `ProcessMaps::vmas` (user frames) or None (kernel or unmapped).
+    pub vma: Option<usize>,
+    pub lines: Vec<FrameLine>,
+    /// False when the name is only `module+0xoffset`.
+    pub symbolized: bool,
+    pub has_line_info: bool,
+    pub has_inlined: bool,
+}
+
+impl Resolved {
+    fn unknown(vma: Option<usize>, name: String) -> Self {
+        Resolved {
+            vma,
+            lines: vec![FrameLine { function: name, file: String::new(), line: 0 }],
+            symbolized: false,
+            has_line_info: false,
+            has_inlined: false,
+        }
+    }
+}
+
+/// The recording's symbolizer.
+pub struct Symbolizer {
+    inner: BlazeSymbolizer,
+    build_ids: HashMap<PathBuf, String>,
+}
+
+impl Default for Symbolizer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Symbolizer {
+    pub fn new() -> Self {
+        let inner = BlazeSymbolizer::builder()
+            .enable_code_info(true)
+            .enable_inlined_fns(true)
+            .enable_demangling(true)
+            .build();
+        Symbolizer { inner, build_ids: HashMap::new() }
+    }
+
+    /// Resolves user-space lookup addresses (return addresses already moved back by one).
+    /// Addresses are batched per mapped file: one blazesym call per file.
+    pub fn user(&mut self, maps: &ProcessMaps, addrs: &[u64]) -> HashMap<u64, Resolved> {
+        let mut out = HashMap::with_capacity(addrs.len());
+        let mut per_vma: HashMap<usize, Vec<u64>> = HashMap::new();
+        for &addr in addrs {
+            match maps.find(addr) {
+                Some((i, vma)) if vma.file.is_some() => per_vma.entry(i).or_default().push(addr),
+                Some((i, vma)) => {
+                    let name = format!("{}+{:#x}", vma.name, addr - vma.start);
+                    out.insert(addr, Resolved::unknown(Some(i), name));
+                }
+                None => {
+                    out.insert(addr, Resolved::unknown(None, format!("[unmapped]+{addr:#x}")));
+                }
+            }
+        }
+        for (i, addrs) in per_vma {
+            let vma = &maps.vmas()[i];
+            let path = vma.file.as_ref().expect("filtered above");
+            let offsets: Vec<u64> = addrs.iter().map(|a| a - vma.start + vma.file_offset).collect();
+            let module = Path::new(&vma.name).file_name().map_or(vma.name.clone(), |f| f.to_string_lossy().into_owned());
+            let source = Source::Elf(Elf::new(path));
+            let results = self.inner.symbolize(&source, Input::FileOffset(&offsets));
+            for (k, &addr) in addrs.iter().enumerate() {
+                let fallback = || Resolved::unknown(Some(i), format!("{module}+{:#x}", offsets[k]));
+                let resolved = match &results {
+                    Ok(syms) => syms.get(k).and_then(|s| from_symbolized(s, Some(i))).unwrap_or_else(fallback),
+                    Err(err) => {
+                        tracing::debug!("symbolizing {}: {err}", path.display());
+                        fallback()
+                    }
+                };
+                out.insert(addr, resolved);
+            }
+        }
+        out
+    }
+
+    /// Resolves kernel lookup addresses through kallsyms.
+    pub fn kernel(&mut self, addrs: &[u64]) -> HashMap<u64, Resolved> {
+        let source = Source::Kernel(Kernel::default());
+        let results = self.inner.symbolize(&source, Input::AbsAddr(addrs));
+        addrs
+            .iter()
+            .enumerate()
+            .map(|(k, &addr)| {
+                let resolved = results
+                    .as_ref()
+                    .ok()
+                    .and_then(|syms| syms.get(k))
+                    .and_then(|s| from_symbolized(s, None))
+                    .unwrap_or_else(|| Resolved::unknown(None, format!("{}+{addr:#x}", Mapping::KERNEL)));
+                (addr, resolved)
+            })
+            .collect()
+    }
+
+    /// Hex build id of an ELF file, read once per path; empty when it has none.
+    pub fn build_id(&mut self, path: &Path) -> String {
+        if let Some(id) = self.build_ids.get(path) {
+            return id.clone();
+        }
+        let id = match blazesym::helper::read_elf_build_id(path) {
+            Ok(Some(bytes)) => bytes.iter().map(|b| format!("{b:02x}")).collect(),
+            _ => String::new(),
+        };
+        self.build_ids.insert(path.to_path_buf(), id.clone());
+        id
+    }
+}
+
+fn code_file(info: Option<&CodeInfo<'_>>) -> (String, i64) {
+    match info {
+        Some(ci) => {
+            let path = match &ci.dir {
+                Some(dir) if !dir.as_os_str().is_empty() => dir.join(&*ci.file),
+                _ => PathBuf::from(&*ci.file),
+            };
+            (path.to_string_lossy().into_owned(), ci.line.map_or(0, i64::from))
+        }
+        None => (String::new(), 0),
+    }
+}
+
+/// blazesym reports the real function with its line, plus inlined calls outermost first, each
+/// with the line inside it; pprof wants innermost first.
+fn from_symbolized(s: &Symbolized<'_>, vma: Option<usize>) -> Option<Resolved> {
+    let sym = s.as_sym()?;
+    let mut lines = Vec::with_capacity(sym.inlined.len() + 1);
+    let mut has_line_info = false;
+    for inl in sym.inlined.iter().rev() {
+        let (file, line) = code_file(inl.code_info.as_ref());
+        has_line_info |= line != 0;
+        lines.push(FrameLine { function: inl.name.to_string(), file, line });
+    }
+    let (file, line) = code_file(sym.code_info.as_deref());
+    has_line_info |= line != 0;
+    lines.push(FrameLine { function: sym.name.to_string(), file, line });
+    Some(Resolved { vma, lines, symbolized: true, has_line_info, has_inlined: !sym.inlined.is_empty() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[inline(never)]
+    fn marker_function_for_symbolize_test() -> u64 {
+        std::hint::black_box(42)
+    }
+
+    #[test]
+    fn resolves_own_function_by_name_with_line() {
+        let mut maps = ProcessMaps::default();
+        maps.refresh(std::process::id()).unwrap();
+        assert!(!maps.is_empty());
+        let addr = marker_function_for_symbolize_test as *const () as u64;
+        assert_eq!(marker_function_for_symbolize_test(), 42);
+        let mut sym = Symbolizer::new();
+        let out = sym.user(&maps, &[addr, 8]);
+        let r = &out[&addr];
+        assert!(r.symbolized, "{r:?}");
+        assert!(r.lines.last().unwrap().function.ends_with("marker_function_for_symbolize_test"), "{r:?}");
+        assert!(r.lines.last().unwrap().file.ends_with("symbolize/mod.rs"), "{r:?}");
+        let unmapped = &out[&8];
+        assert!(!unmapped.symbolized);
+        assert_eq!(unmapped.lines[0].function, "[unmapped]+0x8");
+    }
+
+    #[test]
+    fn unknown_addresses_name_their_module() {
+        let mut maps = ProcessMaps::default();
+        maps.refresh(std::process::id()).unwrap();
+        let (_, vdso) = maps.vmas().iter().enumerate().find(|(_, v)| v.name == "[vdso]").expect("a vdso");
+        let addr = vdso.start + 0x10;
+        let out = Symbolizer::new().user(&maps, &[addr]);
+        assert_eq!(out[&addr].lines[0].function, "[vdso]+0x10");
+    }
+}

@@ -1,0 +1,111 @@
+//! Builds the eBPF programs (`profiler-ebpf`, for bpfel-unknown-none) and leaves the object in
+//! OUT_DIR for `aya::include_bytes_aligned!`. Recipe from shared/toolchain.md: Debian's
+//! rustc-web (it ships a prebuilt `core` for the BPF target) driven directly, bpf-linker from
+//! ~/.cargo/bin. There is no fallback object: a profiler without its programs is broken, so a
+//! missing toolchain fails the build with a message naming scripts/setup.sh.
+
+use std::env;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const DEBIAN_CARGO: &str = "/usr/bin/cargo";
+const DEBIAN_RUSTC: &str = "/usr/bin/rustc";
+const BPF_SYSROOT: &str = "/usr/lib/rustlib/bpfel-unknown-none";
+const TARGET: &str = "bpfel-unknown-none";
+
+fn main() {
+    let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
+    let ebpf_dir = manifest_dir.join("../profiler-ebpf");
+    for p in ["src", "Cargo.toml"] {
+        println!("cargo::rerun-if-changed={}", ebpf_dir.join(p).display());
+    }
+    let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("set by cargo"));
+
+    let path = search_path();
+    check_toolchain(&path);
+
+    // One inner target dir per outer profile directory (<target>/<profile>/build/...): check,
+    // clippy, test and build runs share it, so after the first build it is incremental.
+    let inner_target = out_dir
+        .ancestors()
+        .nth(2)
+        .map(|build| build.join("profiler-ebpf-bpf"))
+        .unwrap_or_else(|| out_dir.join("bpf-target"));
+
+    let mut cmd = Command::new(DEBIAN_CARGO);
+    cmd.current_dir(&ebpf_dir)
+        .args(["build", "-p", "profiler-ebpf", "--bins", "--release", "--target", TARGET])
+        .arg("--target-dir")
+        .arg(&inner_target)
+        .env("PATH", &path)
+        // rustup's proxies would pick stable 1.95, which has no BPF `core`.
+        .env("RUSTC", DEBIAN_RUSTC)
+        .env_remove("RUSTUP_TOOLCHAIN")
+        // clippy and others wrap rustc for the outer build only.
+        .env_remove("RUSTC_WRAPPER")
+        .env_remove("RUSTC_WORKSPACE_WRAPPER")
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("CARGO_BUILD_TARGET")
+        // aya-ebpf uses one unstable feature; unlock it for that crate only.
+        .env("RUSTC_BOOTSTRAP", "aya_ebpf")
+        .env(
+            "CARGO_ENCODED_RUSTFLAGS",
+            ["--cfg=bpf_target_arch=\"x86_64\"", "-Cdebuginfo=2", "-Clink-arg=--btf"].join("\x1f"),
+        );
+    let output = cmd
+        .output()
+        .unwrap_or_else(|e| fail(&format!("could not run {DEBIAN_CARGO}: {e}")));
+    if !output.status.success() {
+        fail(&format!(
+            "building the eBPF programs failed ({}):\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    let object = inner_target.join(TARGET).join("release/profiler-ebpf");
+    let dest = out_dir.join("profiler-ebpf");
+    std::fs::copy(&object, &dest).unwrap_or_else(|e| {
+        fail(&format!("copying {} to {}: {e}", object.display(), dest.display()))
+    });
+}
+
+/// PATH for the inner build: must find `bpf-linker` (installed by `cargo install` into
+/// ~/.cargo/bin), so that directory goes first even when the outer PATH lacks it.
+fn search_path() -> String {
+    let cargo_bin = env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| env::var_os("HOME").map(|h| Path::new(&h).join(".cargo")))
+        .map(|c| c.join("bin"));
+    let outer = env::var("PATH").unwrap_or_default();
+    match cargo_bin {
+        Some(bin) => format!("{}:{outer}", bin.display()),
+        None => outer,
+    }
+}
+
+fn check_toolchain(path: &str) {
+    let mut missing = Vec::new();
+    for file in [DEBIAN_CARGO, DEBIAN_RUSTC, BPF_SYSROOT] {
+        if !Path::new(file).exists() {
+            missing.push(file.to_string());
+        }
+    }
+    let linker = path.split(':').map(|d| Path::new(d).join("bpf-linker")).find(|p| p.is_file());
+    if linker.is_none() {
+        missing.push("bpf-linker (on PATH or in ~/.cargo/bin)".to_string());
+    }
+    if !missing.is_empty() {
+        fail(&format!("the eBPF toolchain is missing: {}", missing.join(", ")));
+    }
+}
+
+fn fail(msg: &str) -> ! {
+    eprintln!("error: {msg}");
+    eprintln!(
+        "The profiler embeds its eBPF programs and cannot be built without them. Install the \
+         toolchain with `sudo scripts/setup.sh` (Debian rustc-web, libstd-rust-web-dev-bpf, \
+         llvm-22-dev, bpf-linker 0.13), then build again."
+    );
+    std::process::exit(1);
+}
