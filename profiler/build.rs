@@ -34,7 +34,15 @@ fn main() {
 
     let mut cmd = Command::new(DEBIAN_CARGO);
     cmd.current_dir(&ebpf_dir)
-        .args(["build", "-p", "profiler-ebpf", "--bins", "--release", "--target", TARGET])
+        .args([
+            "build",
+            "-p",
+            "profiler-ebpf",
+            "--bins",
+            "--release",
+            "--target",
+            TARGET,
+        ])
         .arg("--target-dir")
         .arg(&inner_target)
         .env("PATH", &path)
@@ -51,7 +59,12 @@ fn main() {
         .env("RUSTC_BOOTSTRAP", "aya_ebpf")
         .env(
             "CARGO_ENCODED_RUSTFLAGS",
-            ["--cfg=bpf_target_arch=\"x86_64\"", "-Cdebuginfo=2", "-Clink-arg=--btf"].join("\x1f"),
+            [
+                "--cfg=bpf_target_arch=\"x86_64\"",
+                "-Cdebuginfo=2",
+                "-Clink-arg=--btf",
+            ]
+            .join("\x1f"),
         );
     let output = cmd
         .output()
@@ -66,7 +79,11 @@ fn main() {
     let object = inner_target.join(TARGET).join("release/profiler-ebpf");
     let dest = out_dir.join("profiler-ebpf");
     std::fs::copy(&object, &dest).unwrap_or_else(|e| {
-        fail(&format!("copying {} to {}: {e}", object.display(), dest.display()))
+        fail(&format!(
+            "copying {} to {}: {e}",
+            object.display(),
+            dest.display()
+        ))
     });
 }
 
@@ -91,12 +108,18 @@ fn check_toolchain(path: &str) {
             missing.push(file.to_string());
         }
     }
-    let linker = path.split(':').map(|d| Path::new(d).join("bpf-linker")).find(|p| p.is_file());
+    let linker = path
+        .split(':')
+        .map(|d| Path::new(d).join("bpf-linker"))
+        .find(|p| p.is_file());
     if linker.is_none() {
         missing.push("bpf-linker (on PATH or in ~/.cargo/bin)".to_string());
     }
     if !missing.is_empty() {
-        fail(&format!("the eBPF toolchain is missing: {}", missing.join(", ")));
+        fail(&format!(
+            "the eBPF toolchain is missing: {}",
+            missing.join(", ")
+        ));
     }
 }
 

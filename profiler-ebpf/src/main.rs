@@ -76,7 +76,12 @@ mod programs {
 
     /// Takes one stack into `stacks`, counts the outcome, returns the id or -errno.
     #[inline(always)]
-    fn take_stack(ctx: &PerfEventContext, stacks: &StackTrace, flags: u64, o: &StackOutcome) -> i32 {
+    fn take_stack(
+        ctx: &PerfEventContext,
+        stacks: &StackTrace,
+        flags: u64,
+        o: &StackOutcome,
+    ) -> i32 {
         // FAST_STACK_CMP: a bucket holding a different stack is reported as a collision rather
         // than silently reused (REUSE_STACKID would repoint earlier counts at the wrong stack).
         match ctx.get_stackid(stacks, flags | BPF_F_FAST_STACK_CMP as u64) {

@@ -2,7 +2,7 @@
 //! library's option types and calls the library.
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
@@ -222,14 +222,54 @@ pub fn run() -> Result<i32> {
     let cli = Cli::parse();
     init_logging();
     match cli.command {
-        Command::Record(_)
-        | Command::Flamegraph(_)
+        Command::Record(args) => record(args),
+        Command::Flamegraph(_)
         | Command::Fold(_)
         | Command::Top(_)
         | Command::List(_)
         | Command::Diff(_)
         | Command::Convert(_) => anyhow::bail!("this command is being built"),
     }
+}
+
+/// `record`: validate everything that can be checked before sampling (frequency, output
+/// paths, privileges), record, write every output, print the summary, and pass a launched
+/// command's exit code on.
+fn record(args: RecordArgs) -> Result<i32> {
+    use anyhow::Context as _;
+    use crate::record::{self, RecordOptions, TargetSpec};
+
+    let target = match (args.pid, args.command.is_empty()) {
+        (Some(pid), true) => TargetSpec::Pid(pid),
+        (None, false) => TargetSpec::Command(args.command.clone()),
+        (None, true) => anyhow::bail!("nothing to record: give --pid PID, or a command after `--` (e.g. `-- ./my-bench`)"),
+        (Some(_), false) => anyhow::bail!("give either --pid or a command after `--`, not both"),
+    };
+    record::check_frequency(args.frequency)?;
+    record::check_privileges()?;
+    let mut outputs = vec![("capture:", args.output.clone())];
+    outputs.extend(args.flamegraph.clone().map(|p| ("flame graph:", p)));
+    outputs.extend(args.folded.clone().map(|p| ("folded:", p)));
+    for (_, path) in &outputs {
+        record::check_output_path(path)?;
+    }
+    let opts = RecordOptions { target, duration: args.duration, frequency: args.frequency, show_status: true };
+    let mut recording = record::record(&opts)?;
+    let written = Instant::now();
+    write_recording(&recording.profile, &args).context("writing the outputs")?;
+    tracing::info!("outputs written in {:?}", written.elapsed());
+    recording.summary.files = outputs.into_iter().map(|(w, p)| (w.to_string(), p)).collect();
+    eprint!("{}", recording.summary);
+    Ok(recording.finish_target().unwrap_or(0))
+}
+
+fn write_recording(profile: &crate::profile::Profile, args: &RecordArgs) -> Result<()> {
+    use anyhow::Context as _;
+    crate::capture::write_pprof(profile, &args.output).with_context(|| format!("writing {}", args.output.display()))?;
+    if args.flamegraph.is_some() || args.folded.is_some() {
+        anyhow::bail!("flame graph and folded output are being built");
+    }
+    Ok(())
 }
 
 fn init_logging() {

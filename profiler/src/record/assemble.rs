@@ -9,7 +9,9 @@ use profiler_ebpf::{Counter, MAX_STACK_DEPTH};
 
 use super::StopReason;
 use super::sampler::RawSamples;
-use crate::profile::{Label, LabelValue, Line, Mapping, Profile, ProfileBuilder, Sample, ValueType};
+use crate::profile::{
+    Label, LabelValue, Line, Mapping, Profile, ProfileBuilder, Sample, ValueType,
+};
 use crate::symbolize::{ProcessMaps, Resolved, Symbolizer};
 
 /// Kernel text lives in the upper half of the address space on x86_64.
@@ -31,7 +33,12 @@ pub struct Resolver {
 
 impl Resolver {
     /// Resolves the addresses of stacks not seen before.
-    pub fn resolve_new(&mut self, raw: &RawSamples, maps: &ProcessMaps, symbolizer: &mut Symbolizer) {
+    pub fn resolve_new(
+        &mut self,
+        raw: &RawSamples,
+        maps: &ProcessMaps,
+        symbolizer: &mut Symbolizer,
+    ) {
         let mut user = Vec::new();
         let mut kernel = Vec::new();
         for stack in &raw.stacks[self.done..] {
@@ -60,7 +67,11 @@ impl Resolver {
     }
 
     fn get(&self, addr: u64, ip: u64) -> Option<&Resolved> {
-        if ip >= KERNEL_START { self.kernel.get(&addr) } else { self.user.get(&addr) }
+        if ip >= KERNEL_START {
+            self.kernel.get(&addr)
+        } else {
+            self.user.get(&addr)
+        }
     }
 }
 
@@ -107,7 +118,10 @@ pub fn build_profile(
     meta: &Meta,
 ) -> (Profile, Stats) {
     let period = (1_000_000_000 / meta.frequency.max(1)) as i64;
-    let mut b = ProfileBuilder::new(vec![ValueType::new("samples", "count"), ValueType::new("cpu", "nanoseconds")]);
+    let mut b = ProfileBuilder::new(vec![
+        ValueType::new("samples", "count"),
+        ValueType::new("cpu", "nanoseconds"),
+    ]);
     let mut stats = Stats::default();
     let mut vma_mapping: HashMap<usize, usize> = HashMap::new();
     let mut kernel_mapping: Option<usize> = None;
@@ -125,7 +139,9 @@ pub fn build_profile(
         for stack in stacks {
             for (i, &ip) in raw.stacks[stack].iter().enumerate() {
                 let addr = lookup_address(i, ip);
-                let Some(r) = resolver.get(addr, ip) else { continue };
+                let Some(r) = resolver.get(addr, ip) else {
+                    continue;
+                };
                 frames += r.lines.len() as u64;
                 if !r.symbolized {
                     unsymbolized += 1;
@@ -142,7 +158,11 @@ pub fn build_profile(
                     r.vma.map(|v| {
                         *vma_mapping.entry(v).or_insert_with(|| {
                             let vma = &maps.vmas()[v];
-                            let build_id = vma.file.as_deref().map(|f| symbolizer.build_id(f)).unwrap_or_default();
+                            let build_id = vma
+                                .file
+                                .as_deref()
+                                .map(|f| symbolizer.build_id(f))
+                                .unwrap_or_default();
                             b.add_mapping(Mapping {
                                 memory_start: vma.start,
                                 memory_limit: vma.end,
@@ -164,7 +184,10 @@ pub fn build_profile(
                 let lines = r
                     .lines
                     .iter()
-                    .map(|l| Line { function: b.function(&l.function, &l.file), line: l.line })
+                    .map(|l| Line {
+                        function: b.function(&l.function, &l.file),
+                        line: l.line,
+                    })
                     .collect();
                 locations.push(b.location(mapping, ip, lines));
             }
@@ -173,24 +196,50 @@ pub fn build_profile(
             None => {
                 stats.missing_user_stack += n;
                 let f = b.function(MISSING_USER_STACK, "");
-                locations.push(b.location(None, 0, vec![Line { function: f, line: 0 }]));
+                locations.push(b.location(
+                    None,
+                    0,
+                    vec![Line {
+                        function: f,
+                        line: 0,
+                    }],
+                ));
             }
             Some(s) if raw.stacks[s].len() >= MAX_STACK_DEPTH => {
                 stats.truncated_user_stack += n;
                 let f = b.function(TRUNCATED, "");
-                locations.push(b.location(None, 0, vec![Line { function: f, line: 0 }]));
+                locations.push(b.location(
+                    None,
+                    0,
+                    vec![Line {
+                        function: f,
+                        line: 0,
+                    }],
+                ));
             }
             Some(_) => {}
         }
         stats.frames += frames * n;
         stats.unsymbolized_frames += unsymbolized * n;
-        let thread = threads.get(&tid).cloned().unwrap_or_else(|| format!("tid-{tid}"));
+        let thread = threads
+            .get(&tid)
+            .cloned()
+            .unwrap_or_else(|| format!("tid-{tid}"));
         b.add_sample(Sample {
             locations,
             values: vec![n as i64, n as i64 * period],
             labels: vec![
-                Label { key: "thread".into(), value: LabelValue::Str(thread) },
-                Label { key: "tid".into(), value: LabelValue::Num { value: i64::from(tid), unit: String::new() } },
+                Label {
+                    key: "thread".into(),
+                    value: LabelValue::Str(thread),
+                },
+                Label {
+                    key: "tid".into(),
+                    value: LabelValue::Num {
+                        value: i64::from(tid),
+                        unit: String::new(),
+                    },
+                },
             ],
         });
     }
@@ -201,7 +250,10 @@ pub fn build_profile(
     p.period_type = Some(ValueType::new("cpu", "nanoseconds"));
     p.period = period;
     p.duration_nanos = meta.duration.as_nanos() as i64;
-    p.time_nanos = meta.start.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64);
+    p.time_nanos = meta
+        .start
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64);
     p.comments = comments(meta, &stats);
     (b.finish(), stats)
 }
@@ -244,10 +296,20 @@ fn comments(meta: &Meta, stats: &Stats) -> Vec<String> {
             c(Counter::KernelStackMapFull),
             c(Counter::KernelStackError)
         ),
-        format!("frames: {} of {} unsymbolized", stats.unsymbolized_frames, stats.frames),
+        format!(
+            "frames: {} of {} unsymbolized",
+            stats.unsymbolized_frames, stats.frames
+        ),
     ];
-    let raw: Vec<String> = Counter::ALL.iter().map(|&k| format!("{}={}", k.name(), c(k))).collect();
-    out.push(format!("counters: {} unreadable_stacks={}", raw.join(" "), meta.unreadable_stacks));
+    let raw: Vec<String> = Counter::ALL
+        .iter()
+        .map(|&k| format!("{}={}", k.name(), c(k)))
+        .collect();
+    out.push(format!(
+        "counters: {} unreadable_stacks={}",
+        raw.join(" "),
+        meta.unreadable_stacks
+    ));
     out
 }
 

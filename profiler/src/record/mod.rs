@@ -48,7 +48,9 @@ pub struct RecordOptions {
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
-    #[error("frequency {0} Hz is out of range: use 1..={MAX_FREQUENCY} (default 99; 999 for short runs)")]
+    #[error(
+        "frequency {0} Hz is out of range: use 1..={MAX_FREQUENCY} (default 99; 999 for short runs)"
+    )]
     InvalidFrequency(u64),
     #[error("pid {0} does not exist (check it with `ps -p {0}` or `pgrep`)")]
     NoSuchPid(u32),
@@ -100,12 +102,19 @@ impl RecordError {
 /// Checks up front that `path` can be written, so a bad path fails before any recording.
 /// Creates nothing that stays: a file made for the check is removed again.
 pub fn check_output_path(path: &Path) -> Result<(), RecordError> {
-    let fail = |reason: String| RecordError::OutputPath { path: path.to_path_buf(), reason };
+    let fail = |reason: String| RecordError::OutputPath {
+        path: path.to_path_buf(),
+        reason,
+    };
     if path.is_dir() {
         return Err(fail("it is a directory".into()));
     }
     let existed = path.exists();
-    match std::fs::OpenOptions::new().append(true).create(true).open(path) {
+    match std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)
+    {
         Ok(_) => {
             if !existed {
                 let _ = std::fs::remove_file(path);
@@ -113,9 +122,15 @@ pub fn check_output_path(path: &Path) -> Result<(), RecordError> {
             Ok(())
         }
         Err(e) => {
-            let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            let parent = path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
             if !parent.is_dir() {
-                Err(fail(format!("directory {} does not exist", parent.display())))
+                Err(fail(format!(
+                    "directory {} does not exist",
+                    parent.display()
+                )))
             } else {
                 Err(fail(e.to_string()))
             }
@@ -153,7 +168,10 @@ pub fn check_privileges() -> Result<(), RecordError> {
         .collect();
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
-    Err(RecordError::NeedPrivileges(format!("running as uid {euid} without {}", missing.join(" and "))))
+    Err(RecordError::NeedPrivileges(format!(
+        "running as uid {euid} without {}",
+        missing.join(" and ")
+    )))
 }
 
 /// Why recording ended.
@@ -219,6 +237,7 @@ pub fn record(opts: &RecordOptions) -> Result<Recording, RecordError> {
     let interrupted = install_interrupt()?;
     target.release()?;
     let _ = maps.refresh(pid);
+    tracing::info!(pid, frequency = opts.frequency, "recording started");
 
     let started = Instant::now();
     let wall_start = SystemTime::now();
@@ -271,9 +290,15 @@ pub fn record(opts: &RecordOptions) -> Result<Recording, RecordError> {
         unreadable_stacks,
         stop,
     };
-    let (profile, stats) = assemble::build_profile(&raw, &threads, &maps, &resolver, &mut symbolizer, &meta);
+    let (profile, stats) =
+        assemble::build_profile(&raw, &threads, &maps, &resolver, &mut symbolizer, &meta);
     let summary = Summary::new(&meta, &stats);
-    Ok(Recording { profile, summary, stop, target })
+    Ok(Recording {
+        profile,
+        summary,
+        stop,
+        target,
+    })
 }
 
 #[cfg(test)]
@@ -282,8 +307,14 @@ mod tests {
 
     #[test]
     fn frequency_bounds() {
-        assert!(matches!(check_frequency(0), Err(RecordError::InvalidFrequency(0))));
-        assert!(matches!(check_frequency(10_001), Err(RecordError::InvalidFrequency(10_001))));
+        assert!(matches!(
+            check_frequency(0),
+            Err(RecordError::InvalidFrequency(0))
+        ));
+        assert!(matches!(
+            check_frequency(10_001),
+            Err(RecordError::InvalidFrequency(10_001))
+        ));
         assert!(check_frequency(1).is_ok());
         assert!(check_frequency(MAX_FREQUENCY).is_ok());
         let msg = RecordError::InvalidFrequency(0).to_string();
@@ -298,9 +329,18 @@ mod tests {
         assert!(!fresh.exists(), "the check must not leave a file behind");
         std::fs::write(&fresh, b"keep").unwrap();
         check_output_path(&fresh).unwrap();
-        assert_eq!(std::fs::read(&fresh).unwrap(), b"keep", "the check must not truncate");
-        let err = check_output_path(&dir.path().join("missing/cpu.pb.gz")).unwrap_err().to_string();
-        assert!(err.contains("does not exist") && err.contains("missing"), "{err}");
+        assert_eq!(
+            std::fs::read(&fresh).unwrap(),
+            b"keep",
+            "the check must not truncate"
+        );
+        let err = check_output_path(&dir.path().join("missing/cpu.pb.gz"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("does not exist") && err.contains("missing"),
+            "{err}"
+        );
         let err = check_output_path(dir.path()).unwrap_err().to_string();
         assert!(err.contains("directory"), "{err}");
     }

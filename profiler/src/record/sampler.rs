@@ -75,7 +75,12 @@ impl Sampler {
                 .map_err(|e| RecordError::from_load(&e))?;
             links.push(link);
         }
-        Ok(Sampler { bpf, links, active: 0, unreadable_stacks: 0 })
+        Ok(Sampler {
+            bpf,
+            links,
+            active: 0,
+            unreadable_stacks: 0,
+        })
     }
 
     /// Stops sampling (detaches every perf event); the maps stay readable.
@@ -96,9 +101,12 @@ impl Sampler {
         self.active ^= 1;
         let next = self.active;
         {
-            let mut active: Array<&mut MapData, u32> = Array::try_from(self.map_mut(profiler_ebpf::ACTIVE_SET)?)
+            let mut active: Array<&mut MapData, u32> =
+                Array::try_from(self.map_mut(profiler_ebpf::ACTIVE_SET)?)
+                    .map_err(|e| RecordError::Bpf(e.to_string()))?;
+            active
+                .set(0, next, 0)
                 .map_err(|e| RecordError::Bpf(e.to_string()))?;
-            active.set(0, next, 0).map_err(|e| RecordError::Bpf(e.to_string()))?;
         }
         // A program that read the old selector just before the flip finishes within
         // microseconds (it runs with interrupts off); this wait covers it by a wide margin.
@@ -117,12 +125,14 @@ impl Sampler {
         let stacks_name = profiler_ebpf::STACKS[set];
         let entries: Vec<(StackKey, u64)> = {
             let counts: BpfHashMap<&MapData, StackKey, u64> =
-                BpfHashMap::try_from(self.map(counts_name)?).map_err(|e| RecordError::Bpf(e.to_string()))?;
+                BpfHashMap::try_from(self.map(counts_name)?)
+                    .map_err(|e| RecordError::Bpf(e.to_string()))?;
             counts.iter().filter_map(Result::ok).collect()
         };
         let mut resolved: HashMap<i32, Option<usize>> = HashMap::new();
         {
-            let stacks = StackTraceMap::try_from(self.map(stacks_name)?).map_err(|e| RecordError::Bpf(e.to_string()))?;
+            let stacks = StackTraceMap::try_from(self.map(stacks_name)?)
+                .map_err(|e| RecordError::Bpf(e.to_string()))?;
             for (key, _) in &entries {
                 for id in [key.user_stack_id, key.kernel_stack_id] {
                     if id < 0 || resolved.contains_key(&id) {
@@ -153,13 +163,14 @@ impl Sampler {
         }
         {
             let mut counts: BpfHashMap<&mut MapData, StackKey, u64> =
-                BpfHashMap::try_from(self.map_mut(counts_name)?).map_err(|e| RecordError::Bpf(e.to_string()))?;
+                BpfHashMap::try_from(self.map_mut(counts_name)?)
+                    .map_err(|e| RecordError::Bpf(e.to_string()))?;
             for (key, _) in &entries {
                 let _ = counts.remove(key);
             }
         }
-        let mut stacks =
-            StackTraceMap::try_from(self.map_mut(stacks_name)?).map_err(|e| RecordError::Bpf(e.to_string()))?;
+        let mut stacks = StackTraceMap::try_from(self.map_mut(stacks_name)?)
+            .map_err(|e| RecordError::Bpf(e.to_string()))?;
         for id in resolved.keys() {
             let _ = stacks.remove(&(*id as u32));
         }
@@ -169,7 +180,8 @@ impl Sampler {
     /// Every counter, summed over CPUs, indexed by `Counter as usize`.
     pub fn counters(&self) -> Result<Vec<u64>, RecordError> {
         let counters: PerCpuArray<&MapData, u64> =
-            PerCpuArray::try_from(self.map(profiler_ebpf::COUNTERS)?).map_err(|e| RecordError::Bpf(e.to_string()))?;
+            PerCpuArray::try_from(self.map(profiler_ebpf::COUNTERS)?)
+                .map_err(|e| RecordError::Bpf(e.to_string()))?;
         Counter::ALL
             .iter()
             .map(|&c| {
@@ -183,13 +195,16 @@ impl Sampler {
 
     /// Samples seen for the target so far (cheap: one per-CPU array slot).
     pub fn samples_seen(&self) -> u64 {
-        self.counters().map(|c| c[Counter::TargetSamples as usize]).unwrap_or(0)
+        self.counters()
+            .map(|c| c[Counter::TargetSamples as usize])
+            .unwrap_or(0)
     }
 
     /// Thread names seen, by tid.
     pub fn thread_names(&self) -> Result<HashMap<u32, String>, RecordError> {
         let comms: BpfHashMap<&MapData, u32, Comm> =
-            BpfHashMap::try_from(self.map(profiler_ebpf::THREAD_COMMS)?).map_err(|e| RecordError::Bpf(e.to_string()))?;
+            BpfHashMap::try_from(self.map(profiler_ebpf::THREAD_COMMS)?)
+                .map_err(|e| RecordError::Bpf(e.to_string()))?;
         Ok(comms
             .iter()
             .filter_map(Result::ok)
@@ -198,10 +213,14 @@ impl Sampler {
     }
 
     fn map(&self, name: &str) -> Result<&aya::maps::Map, RecordError> {
-        self.bpf.map(name).ok_or_else(|| RecordError::Bpf(format!("the eBPF object has no map {name}")))
+        self.bpf
+            .map(name)
+            .ok_or_else(|| RecordError::Bpf(format!("the eBPF object has no map {name}")))
     }
 
     fn map_mut(&mut self, name: &str) -> Result<&mut aya::maps::Map, RecordError> {
-        self.bpf.map_mut(name).ok_or_else(|| RecordError::Bpf(format!("the eBPF object has no map {name}")))
+        self.bpf
+            .map_mut(name)
+            .ok_or_else(|| RecordError::Bpf(format!("the eBPF object has no map {name}")))
     }
 }

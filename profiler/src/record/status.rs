@@ -21,8 +21,10 @@ impl StatusLine {
         let bar = if enabled && std::io::stderr().is_terminal() {
             let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(4));
             bar.set_style(
-                ProgressStyle::with_template("{spinner} recording pid {prefix} {elapsed_precise}  {msg}")
-                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                ProgressStyle::with_template(
+                    "{spinner} recording pid {prefix} {elapsed_precise}  {msg}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
             );
             let short: String = command.chars().take(40).collect();
             bar.set_prefix(format!("{pid} ({short})"));
@@ -38,7 +40,8 @@ impl StatusLine {
             return;
         }
         let rate = samples as f64 / elapsed.as_secs_f64().max(1e-3);
-        self.bar.set_message(format!("{samples} samples ({rate:.0}/s)  Ctrl-C to stop"));
+        self.bar
+            .set_message(format!("{samples} samples ({rate:.0}/s)  Ctrl-C to stop"));
         self.bar.tick();
     }
 
@@ -93,7 +96,11 @@ impl Summary {
 }
 
 fn pct(part: u64, whole: u64) -> f64 {
-    if whole == 0 { 0.0 } else { 100.0 * part as f64 / whole as f64 }
+    if whole == 0 {
+        0.0
+    } else {
+        100.0 * part as f64 / whole as f64
+    }
 }
 
 /// The profiler's own CPU time (user + system) and peak RSS in KiB.
@@ -113,7 +120,11 @@ impl fmt::Display for Summary {
             StopReason::TargetExited => "target exited",
             StopReason::Interrupted => "interrupted",
         };
-        writeln!(f, "recorded pid {} ({}) for {secs:.2} s ({ended})", self.pid, self.command)?;
+        writeln!(
+            f,
+            "recorded pid {} ({}) for {secs:.2} s ({ended})",
+            self.pid, self.command
+        )?;
         let rate = self.samples as f64 / secs.max(1e-3);
         writeln!(
             f,
@@ -124,7 +135,10 @@ impl fmt::Display for Summary {
         )?;
         writeln!(f, "  threads seen: {}", self.threads)?;
         if self.samples == 0 {
-            writeln!(f, "  note: no samples: the target did not run on a CPU while recording (idle or sleeping)")?;
+            writeln!(
+                f,
+                "  note: no samples: the target did not run on a CPU while recording (idle or sleeping)"
+            )?;
         }
         if self.lost_samples > 0 {
             writeln!(

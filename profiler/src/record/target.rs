@@ -38,7 +38,12 @@ impl TargetProcess {
             _ => RecordError::Io(format!("opening pid {pid}"), e),
         })?;
         let command_line = read_cmdline(pid).unwrap_or_default();
-        let target = TargetProcess { pid, pidfd, launched: None, command_line };
+        let target = TargetProcess {
+            pid,
+            pidfd,
+            launched: None,
+            command_line,
+        };
         if target.has_exited() {
             return Err(RecordError::ExitedBeforeAttach(pid));
         }
@@ -49,16 +54,23 @@ impl TargetProcess {
     /// missing command is reported before anything is started.
     pub fn launch(argv: &[String]) -> Result<Self, RecordError> {
         let program = argv.first().ok_or(RecordError::EmptyCommand)?;
-        let path = resolve_command(program).ok_or_else(|| RecordError::CommandNotFound(program.clone()))?;
+        let path = resolve_command(program)
+            .ok_or_else(|| RecordError::CommandNotFound(program.clone()))?;
         let to_c = |s: &[u8]| {
-            CString::new(s).map_err(|_| RecordError::BadCommand(format!("argument contains a NUL byte: {s:?}")))
+            CString::new(s).map_err(|_| {
+                RecordError::BadCommand(format!("argument contains a NUL byte: {s:?}"))
+            })
         };
         let c_path = to_c(path.as_os_str().as_bytes())?;
-        let c_args: Vec<CString> = argv.iter().map(|a| to_c(a.as_bytes())).collect::<Result<_, _>>()?;
+        let c_args: Vec<CString> = argv
+            .iter()
+            .map(|a| to_c(a.as_bytes()))
+            .collect::<Result<_, _>>()?;
         let mut c_argv: Vec<*const libc::c_char> = c_args.iter().map(|a| a.as_ptr()).collect();
         c_argv.push(std::ptr::null());
 
-        let (release_rd, release_wr) = pipe().map_err(|e| RecordError::Io("creating a pipe".into(), e))?;
+        let (release_rd, release_wr) =
+            pipe().map_err(|e| RecordError::Io("creating a pipe".into(), e))?;
         let (err_rd, err_wr) = pipe().map_err(|e| RecordError::Io("creating a pipe".into(), e))?;
         // SAFETY: the child only calls async-signal-safe functions (close, read, execv, write,
         // _exit) on memory prepared before the fork.
@@ -83,14 +95,19 @@ impl TargetProcess {
                 }
                 libc::execv(c_path.as_ptr(), c_argv.as_ptr());
                 let errno = *libc::__errno_location();
-                libc::write(err_wr.as_raw_fd(), (&raw const errno).cast(), size_of::<i32>());
+                libc::write(
+                    err_wr.as_raw_fd(),
+                    (&raw const errno).cast(),
+                    size_of::<i32>(),
+                );
                 libc::_exit(127);
             }
         }
         drop(release_rd);
         drop(err_wr);
         let pid = pid as u32;
-        let pidfd = pidfd_open(pid).map_err(|e| RecordError::Io(format!("opening pid {pid}"), e))?;
+        let pidfd =
+            pidfd_open(pid).map_err(|e| RecordError::Io(format!("opening pid {pid}"), e))?;
         Ok(TargetProcess {
             pid,
             pidfd,
@@ -119,10 +136,13 @@ impl TargetProcess {
 
     /// Lets a launched child `exec` (no-op for `--pid`); reports a failed `exec`.
     pub fn release(&mut self) -> Result<(), RecordError> {
-        let Some(l) = self.launched.as_mut() else { return Ok(()) };
+        let Some(l) = self.launched.as_mut() else {
+            return Ok(());
+        };
         if let Some(fd) = l.release.take() {
             let file = std::fs::File::from(fd);
-            io::Write::write_all(&mut &file, b"g").map_err(|e| RecordError::Io("starting the command".into(), e))?;
+            io::Write::write_all(&mut &file, b"g")
+                .map_err(|e| RecordError::Io("starting the command".into(), e))?;
         }
         if let Some(fd) = l.exec_error.take() {
             let mut file = std::fs::File::from(fd);
@@ -141,7 +161,11 @@ impl TargetProcess {
 
     /// Waits up to `timeout` for the process to exit; true when it has.
     pub fn wait_exit(&self, timeout: Duration) -> bool {
-        let mut pfd = libc::pollfd { fd: self.pidfd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        let mut pfd = libc::pollfd {
+            fd: self.pidfd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
         let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
         // SAFETY: one valid pollfd.
         let n = unsafe { libc::poll(&mut pfd, 1, ms) };
@@ -157,7 +181,13 @@ impl TargetProcess {
         if self.launched.is_some() && !self.has_exited() {
             // SAFETY: pidfd_send_signal on our own child's pidfd.
             unsafe {
-                libc::syscall(libc::SYS_pidfd_send_signal, self.pidfd.as_raw_fd(), libc::SIGINT, 0, 0);
+                libc::syscall(
+                    libc::SYS_pidfd_send_signal,
+                    self.pidfd.as_raw_fd(),
+                    libc::SIGINT,
+                    0,
+                    0,
+                );
             }
         }
     }
@@ -291,6 +321,9 @@ mod tests {
 
     #[test]
     fn missing_pid_is_reported() {
-        assert!(matches!(TargetProcess::open(i32::MAX as u32), Err(RecordError::NoSuchPid(_))));
+        assert!(matches!(
+            TargetProcess::open(i32::MAX as u32),
+            Err(RecordError::NoSuchPid(_))
+        ));
     }
 }

@@ -42,7 +42,10 @@ impl ProcessMaps {
             }
             let (name, file) = match &m.pathname {
                 procfs::process::MMapPath::Path(p) => {
-                    let shown = p.to_string_lossy().trim_end_matches(" (deleted)").to_string();
+                    let shown = p
+                        .to_string_lossy()
+                        .trim_end_matches(" (deleted)")
+                        .to_string();
                     (shown.clone(), Some(PathBuf::from(shown)))
                 }
                 procfs::process::MMapPath::Vdso => ("[vdso]".to_string(), None),
@@ -50,7 +53,13 @@ impl ProcessMaps {
                 procfs::process::MMapPath::Anonymous => ("[anon]".to_string(), None),
                 other => (format!("{other:?}"), None),
             };
-            let vma = Vma { start: m.address.0, end: m.address.1, file_offset: m.offset, name, file };
+            let vma = Vma {
+                start: m.address.0,
+                end: m.address.1,
+                file_offset: m.offset,
+                name,
+                file,
+            };
             if !self.vmas.contains(&vma) {
                 self.vmas.push(vma);
             }
@@ -60,7 +69,11 @@ impl ProcessMaps {
 
     /// The newest mapping containing `addr`.
     pub fn find(&self, addr: u64) -> Option<(usize, &Vma)> {
-        self.vmas.iter().enumerate().rev().find(|(_, v)| v.start <= addr && addr < v.end)
+        self.vmas
+            .iter()
+            .enumerate()
+            .rev()
+            .find(|(_, v)| v.start <= addr && addr < v.end)
     }
 
     pub fn vmas(&self) -> &[Vma] {
@@ -97,7 +110,11 @@ impl Resolved {
     fn unknown(vma: Option<usize>, name: String) -> Self {
         Resolved {
             vma,
-            lines: vec![FrameLine { function: name, file: String::new(), line: 0 }],
+            lines: vec![FrameLine {
+                function: name,
+                file: String::new(),
+                line: 0,
+            }],
             symbolized: false,
             has_line_info: false,
             has_inlined: false,
@@ -124,7 +141,10 @@ impl Symbolizer {
             .enable_inlined_fns(true)
             .enable_demangling(true)
             .build();
-        Symbolizer { inner, build_ids: HashMap::new() }
+        Symbolizer {
+            inner,
+            build_ids: HashMap::new(),
+        }
     }
 
     /// Resolves user-space lookup addresses (return addresses already moved back by one).
@@ -140,21 +160,32 @@ impl Symbolizer {
                     out.insert(addr, Resolved::unknown(Some(i), name));
                 }
                 None => {
-                    out.insert(addr, Resolved::unknown(None, format!("[unmapped]+{addr:#x}")));
+                    out.insert(
+                        addr,
+                        Resolved::unknown(None, format!("[unmapped]+{addr:#x}")),
+                    );
                 }
             }
         }
         for (i, addrs) in per_vma {
             let vma = &maps.vmas()[i];
             let path = vma.file.as_ref().expect("filtered above");
-            let offsets: Vec<u64> = addrs.iter().map(|a| a - vma.start + vma.file_offset).collect();
-            let module = Path::new(&vma.name).file_name().map_or(vma.name.clone(), |f| f.to_string_lossy().into_owned());
+            let offsets: Vec<u64> = addrs
+                .iter()
+                .map(|a| a - vma.start + vma.file_offset)
+                .collect();
+            let module = Path::new(&vma.name)
+                .file_name()
+                .map_or(vma.name.clone(), |f| f.to_string_lossy().into_owned());
             let source = Source::Elf(Elf::new(path));
             let results = self.inner.symbolize(&source, Input::FileOffset(&offsets));
             for (k, &addr) in addrs.iter().enumerate() {
                 let fallback = || Resolved::unknown(Some(i), format!("{module}+{:#x}", offsets[k]));
                 let resolved = match &results {
-                    Ok(syms) => syms.get(k).and_then(|s| from_symbolized(s, Some(i))).unwrap_or_else(fallback),
+                    Ok(syms) => syms
+                        .get(k)
+                        .and_then(|s| from_symbolized(s, Some(i)))
+                        .unwrap_or_else(fallback),
                     Err(err) => {
                         tracing::debug!("symbolizing {}: {err}", path.display());
                         fallback()
@@ -179,7 +210,9 @@ impl Symbolizer {
                     .ok()
                     .and_then(|syms| syms.get(k))
                     .and_then(|s| from_symbolized(s, None))
-                    .unwrap_or_else(|| Resolved::unknown(None, format!("{}+{addr:#x}", Mapping::KERNEL)));
+                    .unwrap_or_else(|| {
+                        Resolved::unknown(None, format!("{}+{addr:#x}", Mapping::KERNEL))
+                    });
                 (addr, resolved)
             })
             .collect()
@@ -206,7 +239,10 @@ fn code_file(info: Option<&CodeInfo<'_>>) -> (String, i64) {
                 Some(dir) if !dir.as_os_str().is_empty() => dir.join(&*ci.file),
                 _ => PathBuf::from(&*ci.file),
             };
-            (path.to_string_lossy().into_owned(), ci.line.map_or(0, i64::from))
+            (
+                path.to_string_lossy().into_owned(),
+                ci.line.map_or(0, i64::from),
+            )
         }
         None => (String::new(), 0),
     }
@@ -221,12 +257,26 @@ fn from_symbolized(s: &Symbolized<'_>, vma: Option<usize>) -> Option<Resolved> {
     for inl in sym.inlined.iter().rev() {
         let (file, line) = code_file(inl.code_info.as_ref());
         has_line_info |= line != 0;
-        lines.push(FrameLine { function: inl.name.to_string(), file, line });
+        lines.push(FrameLine {
+            function: inl.name.to_string(),
+            file,
+            line,
+        });
     }
     let (file, line) = code_file(sym.code_info.as_deref());
     has_line_info |= line != 0;
-    lines.push(FrameLine { function: sym.name.to_string(), file, line });
-    Some(Resolved { vma, lines, symbolized: true, has_line_info, has_inlined: !sym.inlined.is_empty() })
+    lines.push(FrameLine {
+        function: sym.name.to_string(),
+        file,
+        line,
+    });
+    Some(Resolved {
+        vma,
+        lines,
+        symbolized: true,
+        has_line_info,
+        has_inlined: !sym.inlined.is_empty(),
+    })
 }
 
 #[cfg(test)]
@@ -249,8 +299,18 @@ mod tests {
         let out = sym.user(&maps, &[addr, 8]);
         let r = &out[&addr];
         assert!(r.symbolized, "{r:?}");
-        assert!(r.lines.last().unwrap().function.ends_with("marker_function_for_symbolize_test"), "{r:?}");
-        assert!(r.lines.last().unwrap().file.ends_with("symbolize/mod.rs"), "{r:?}");
+        assert!(
+            r.lines
+                .last()
+                .unwrap()
+                .function
+                .ends_with("marker_function_for_symbolize_test"),
+            "{r:?}"
+        );
+        assert!(
+            r.lines.last().unwrap().file.ends_with("symbolize/mod.rs"),
+            "{r:?}"
+        );
         let unmapped = &out[&8];
         assert!(!unmapped.symbolized);
         assert_eq!(unmapped.lines[0].function, "[unmapped]+0x8");
@@ -260,7 +320,12 @@ mod tests {
     fn unknown_addresses_name_their_module() {
         let mut maps = ProcessMaps::default();
         maps.refresh(std::process::id()).unwrap();
-        let (_, vdso) = maps.vmas().iter().enumerate().find(|(_, v)| v.name == "[vdso]").expect("a vdso");
+        let (_, vdso) = maps
+            .vmas()
+            .iter()
+            .enumerate()
+            .find(|(_, v)| v.name == "[vdso]")
+            .expect("a vdso");
         let addr = vdso.start + 0x10;
         let out = Symbolizer::new().user(&maps, &[addr]);
         assert_eq!(out[&addr].lines[0].function, "[vdso]+0x10");
