@@ -2,7 +2,7 @@
 //! library's option types and calls the library.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
@@ -255,9 +255,8 @@ fn record(args: RecordArgs) -> Result<i32> {
     }
     let opts = RecordOptions { target, duration: args.duration, frequency: args.frequency, show_status: true };
     let mut recording = record::record(&opts)?;
-    let written = Instant::now();
     write_recording(&recording.profile, &args).context("writing the outputs")?;
-    tracing::info!("outputs written in {:?}", written.elapsed());
+    recording.summary.finish = Some(recording.stopped_at.elapsed());
     recording.summary.files = outputs.into_iter().map(|(w, p)| (w.to_string(), p)).collect();
     eprint!("{}", recording.summary);
     Ok(recording.finish_target().unwrap_or(0))
@@ -265,9 +264,28 @@ fn record(args: RecordArgs) -> Result<i32> {
 
 fn write_recording(profile: &crate::profile::Profile, args: &RecordArgs) -> Result<()> {
     use anyhow::Context as _;
-    crate::capture::write_pprof(profile, &args.output).with_context(|| format!("writing {}", args.output.display()))?;
-    if args.flamegraph.is_some() || args.folded.is_some() {
-        anyhow::bail!("flame graph and folded output are being built");
+    use std::io::Write as _;
+
+    crate::capture::write_pprof(profile, &args.output)
+        .with_context(|| format!("writing {}", args.output.display()))?;
+    let create = |path: &std::path::Path| {
+        std::fs::File::create(path)
+            .map(std::io::BufWriter::new)
+            .with_context(|| format!("creating {}", path.display()))
+    };
+    if let Some(path) = &args.flamegraph {
+        let mut out = create(path)?;
+        let opts = crate::render::flamegraph::FlamegraphOptions::default();
+        crate::render::flamegraph::write_flamegraph(profile, &opts, &mut out)
+            .with_context(|| format!("writing {}", path.display()))?;
+        out.flush().with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = &args.folded {
+        let mut out = create(path)?;
+        let opts = crate::render::folded::FoldOptions::default();
+        crate::render::folded::write_folded(profile, &opts, &mut out)
+            .with_context(|| format!("writing {}", path.display()))?;
+        out.flush().with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
 }

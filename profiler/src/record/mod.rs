@@ -188,6 +188,9 @@ pub struct Recording {
     pub profile: Profile,
     pub summary: Summary,
     pub stop: StopReason,
+    /// When sampling stopped: the caller measures how long finishing (symbolization, writing)
+    /// took from here.
+    pub stopped_at: Instant,
     target: TargetProcess,
 }
 
@@ -270,6 +273,7 @@ pub fn record(opts: &RecordOptions) -> Result<Recording, RecordError> {
     };
     let elapsed = started.elapsed();
     sampler.stop();
+    let stopped_at = Instant::now();
     status.finish();
     sampler.drain_all(&mut raw)?;
     let counters = sampler.counters()?;
@@ -297,6 +301,7 @@ pub fn record(opts: &RecordOptions) -> Result<Recording, RecordError> {
         profile,
         summary,
         stop,
+        stopped_at,
         target,
     })
 }

@@ -68,6 +68,8 @@ pub struct Summary {
     pub frames: u64,
     pub unsymbolized_frames: u64,
     pub files: Vec<(String, PathBuf)>,
+    /// From the end of sampling to every output written.
+    pub finish: Option<Duration>,
 }
 
 impl Summary {
@@ -91,6 +93,7 @@ impl Summary {
             frames: stats.frames,
             unsymbolized_frames: stats.unsymbolized_frames,
             files: Vec::new(),
+            finish: None,
         }
     }
 }
@@ -177,6 +180,9 @@ impl fmt::Display for Summary {
             100.0 * cpu.as_secs_f64() / secs.max(1e-3),
             rss_kib as f64 / 1024.0
         )?;
+        if let Some(finish) = self.finish {
+            writeln!(f, "  finishing:    {:.3} s from the end of sampling to all outputs written", finish.as_secs_f64())?;
+        }
         for (what, path) in &self.files {
             writeln!(f, "  {what:<13} {}", path.display())?;
         }

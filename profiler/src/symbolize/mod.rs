@@ -6,7 +6,8 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use blazesym::symbolize::source::{Elf, Kernel, Source};
+use blazesym::Pid;
+use blazesym::symbolize::source::{Elf, Kernel, Process, Source};
 use blazesym::symbolize::{CodeInfo, Input, Symbolized, Symbolizer as BlazeSymbolizer};
 
 use crate::profile::Mapping;
@@ -126,6 +127,8 @@ impl Resolved {
 pub struct Symbolizer {
     inner: BlazeSymbolizer,
     build_ids: HashMap<PathBuf, String>,
+    /// Start of this process's own vDSO, looked up once (None inside: we have none).
+    own_vdso_start: Option<Option<u64>>,
 }
 
 impl Default for Symbolizer {
@@ -144,6 +147,7 @@ impl Symbolizer {
         Symbolizer {
             inner,
             build_ids: HashMap::new(),
+            own_vdso_start: None,
         }
     }
 
@@ -152,9 +156,11 @@ impl Symbolizer {
     pub fn user(&mut self, maps: &ProcessMaps, addrs: &[u64]) -> HashMap<u64, Resolved> {
         let mut out = HashMap::with_capacity(addrs.len());
         let mut per_vma: HashMap<usize, Vec<u64>> = HashMap::new();
+        let mut vdso: Vec<(u64, usize, u64)> = Vec::new();
         for &addr in addrs {
             match maps.find(addr) {
                 Some((i, vma)) if vma.file.is_some() => per_vma.entry(i).or_default().push(addr),
+                Some((i, vma)) if vma.name == "[vdso]" => vdso.push((addr, i, addr - vma.start)),
                 Some((i, vma)) => {
                     let name = format!("{}+{:#x}", vma.name, addr - vma.start);
                     out.insert(addr, Resolved::unknown(Some(i), name));
@@ -194,7 +200,32 @@ impl Symbolizer {
                 out.insert(addr, resolved);
             }
         }
+        self.vdso(&vdso, &mut out);
         out
+    }
+
+    /// The vDSO has no file, but every process maps the same kernel-provided image: an
+    /// offset into the target's vDSO is resolved at the same offset in our own.
+    fn vdso(&mut self, addrs: &[(u64, usize, u64)], out: &mut HashMap<u64, Resolved>) {
+        if addrs.is_empty() {
+            return;
+        }
+        let own = *self.own_vdso_start.get_or_insert_with(|| {
+            let mut maps = ProcessMaps::default();
+            let _ = maps.refresh(std::process::id());
+            maps.vmas().iter().find(|v| v.name == "[vdso]").map(|v| v.start)
+        });
+        let results = own.map(|base| {
+            let abs: Vec<u64> = addrs.iter().map(|(_, _, off)| base + off).collect();
+            self.inner.symbolize(&Source::Process(Process::new(Pid::Slf)), Input::AbsAddr(&abs))
+        });
+        for (k, &(addr, vma, off)) in addrs.iter().enumerate() {
+            let resolved = match &results {
+                Some(Ok(syms)) => syms.get(k).and_then(|s| from_symbolized(s, Some(vma))),
+                _ => None,
+            };
+            out.insert(addr, resolved.unwrap_or_else(|| Resolved::unknown(Some(vma), format!("[vdso]+{off:#x}"))));
+        }
     }
 
     /// Resolves kernel lookup addresses through kallsyms.
@@ -320,14 +351,24 @@ mod tests {
     fn unknown_addresses_name_their_module() {
         let mut maps = ProcessMaps::default();
         maps.refresh(std::process::id()).unwrap();
-        let (_, vdso) = maps
-            .vmas()
-            .iter()
-            .enumerate()
-            .find(|(_, v)| v.name == "[vdso]")
-            .expect("a vdso");
+        let vdso = maps.vmas().iter().find(|v| v.name == "[vdso]").expect("a vdso").clone();
+        // The vDSO's ELF header is no function.
         let addr = vdso.start + 0x10;
         let out = Symbolizer::new().user(&maps, &[addr]);
         assert_eq!(out[&addr].lines[0].function, "[vdso]+0x10");
+        assert!(!out[&addr].symbolized);
+    }
+
+    #[test]
+    fn vdso_functions_are_named() {
+        let mut maps = ProcessMaps::default();
+        maps.refresh(std::process::id()).unwrap();
+        let vdso = maps.vmas().iter().find(|v| v.name == "[vdso]").expect("a vdso").clone();
+        // Scan the vDSO for addresses that resolve: it exports clock_gettime and friends.
+        let addrs: Vec<u64> = (vdso.start..vdso.end).step_by(16).collect();
+        let out = Symbolizer::new().user(&maps, &addrs);
+        let names: Vec<&str> =
+            out.values().filter(|r| r.symbolized).map(|r| r.lines[0].function.as_str()).collect();
+        assert!(names.iter().any(|n| n.contains("clock_gettime")), "{names:?}");
     }
 }
