@@ -4,6 +4,14 @@
 //!
 //! The types below are the contract between this module and `search`/`web`.
 
+pub mod cache;
+pub mod fetch;
+pub mod parse;
+pub mod sources;
+
+pub use cache::{CacheOptions, FeedCache};
+pub use parse::{ParseError, parse};
+
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -27,7 +35,12 @@ impl Item {
         folded.push_str(&title.to_lowercase());
         folded.push('\n');
         folded.push_str(&description.to_lowercase());
-        Self { title, link, description, folded }
+        Self {
+            title,
+            link,
+            description,
+            folded,
+        }
     }
 }
 
@@ -51,7 +64,10 @@ pub struct Source {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FeedLocation {
     /// A document compiled into the binary (the default, offline feed set).
-    Embedded { name: &'static str, bytes: &'static [u8] },
+    Embedded {
+        name: &'static str,
+        bytes: &'static [u8],
+    },
     /// An http(s) URL.
     Url(String),
     /// A local file.
