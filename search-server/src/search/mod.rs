@@ -97,6 +97,14 @@ pub struct FeedNote {
     pub stale: bool,
 }
 
+/// A feed note with the source it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceNote {
+    pub source_id: String,
+    pub source_name: String,
+    pub note: FeedNote,
+}
+
 /// One source's part of a result. Hits point into the snapshots, so a result holds the feed
 /// data alive without copying any item.
 #[derive(Debug, Clone)]
@@ -134,7 +142,7 @@ pub struct Outcome {
     /// (and none if no source has any).
     pub sources: Vec<SourceResult>,
     /// Notes of every selected source, also those that `first` dropped from `sources`.
-    pub notes: Vec<(String, FeedNote)>,
+    pub notes: Vec<SourceNote>,
     pub elapsed: Duration,
 }
 
@@ -169,7 +177,13 @@ pub async fn run(snapshots: &impl Snapshots, sources: &[Source], query: &Query) 
     let mut results = join_all(searches).await;
     let notes = results
         .iter()
-        .flat_map(|r| r.notes.iter().map(|n| (r.name.clone(), n.clone())))
+        .flat_map(|r| {
+            r.notes.iter().map(|n| SourceNote {
+                source_id: r.id.clone(),
+                source_name: r.name.clone(),
+                note: n.clone(),
+            })
+        })
         .collect();
     if query.first {
         results = results.into_iter().find(|r| r.hit_count() > 0).into_iter().collect();
