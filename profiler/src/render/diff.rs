@@ -1,0 +1,373 @@
+//! Base-versus-current comparison: the change table (functions whose share of the total moved
+//! most) and a differential flame graph (inferno: shaped as CURRENT, grew red, shrank blue).
+
+use std::collections::HashMap;
+use std::io::Write;
+
+use serde::Serialize;
+
+use super::flamegraph::base_options;
+use super::folded::{FoldOptions, fold};
+use super::top::{csv_field, function_totals};
+use super::{RenderError, Selection, Unit, is_time_based};
+use crate::profile::{Profile, ValueType};
+
+#[derive(Debug, Clone, Default)]
+pub struct DiffOptions {
+    pub selection: Selection,
+    /// Scale base so both captures have the same total.
+    pub normalize: bool,
+    /// Rows in the change table.
+    pub count: usize,
+}
+
+/// How base and current values were made comparable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scaling {
+    /// Both scaled to the same total (`--normalize`).
+    Normalized,
+    /// Values per second of capture (time-based types with known durations).
+    PerSecond,
+    /// Raw totals (heap types, or captures without a duration such as folded files).
+    Totals,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DiffRow {
+    pub function: String,
+    /// Flat value in base and current, after scaling (per second when `Scaling::PerSecond`).
+    pub base: f64,
+    pub current: f64,
+    pub delta: f64,
+    /// Relative change in percent; `None` when the function is new.
+    pub delta_pct: Option<f64>,
+    /// Share of each capture's total, in percent.
+    pub base_share: f64,
+    pub current_share: f64,
+    /// `current_share - base_share`, in percentage points.
+    pub share_delta: f64,
+}
+
+#[derive(Debug, Clone)]
+pub struct DiffTable {
+    pub sample_type: ValueType,
+    pub scaling: Scaling,
+    pub base_total: f64,
+    pub current_total: f64,
+    /// All functions, ordered by how much their share moved (largest first).
+    pub rows: Vec<DiffRow>,
+    pub count: usize,
+}
+
+/// The sample type kind both captures are compared on.
+fn common_kind(
+    base: &Profile,
+    current: &Profile,
+    wanted: Option<&str>,
+) -> Result<String, RenderError> {
+    let missing = |p: &Profile, what: &str, k: &str| RenderError::UnknownSampleType {
+        wanted: k.to_string(),
+        what: what.to_string(),
+        available: p.sample_type_names(),
+    };
+    if let Some(k) = wanted {
+        for (p, what) in [(current, "the current capture"), (base, "the base capture")] {
+            if p.sample_type_index(Some(k)).is_none() {
+                return Err(missing(p, what, k));
+            }
+        }
+        return Ok(k.to_string());
+    }
+    let ci = current
+        .sample_type_index(None)
+        .ok_or(RenderError::NoSampleTypes {
+            what: "the current capture".into(),
+        })?;
+    let kind = current.sample_types[ci].kind.clone();
+    if base.sample_type_index(Some(&kind)).is_some() {
+        return Ok(kind);
+    }
+    // A folded file only has `samples`: compare on that when the other side has it too.
+    if base.sample_type_index(Some("samples")).is_some()
+        && current.sample_type_index(Some("samples")).is_some()
+    {
+        return Ok("samples".into());
+    }
+    Err(missing(base, "the base capture", &kind))
+}
+
+fn selection_for(opts: &DiffOptions, kind: &str) -> Selection {
+    Selection {
+        sample_type: Some(kind.to_string()),
+        ..opts.selection.clone()
+    }
+}
+
+/// How to scale base values (multiplier) and current values so they compare.
+fn scaling(
+    base: &Profile,
+    current: &Profile,
+    t: &ValueType,
+    bt: i64,
+    ct: i64,
+    normalize: bool,
+) -> (Scaling, f64, f64) {
+    if normalize {
+        let f = if bt == 0 { 1.0 } else { ct as f64 / bt as f64 };
+        return (Scaling::Normalized, f, 1.0);
+    }
+    if is_time_based(t) && base.duration_nanos > 0 && current.duration_nanos > 0 {
+        return (
+            Scaling::PerSecond,
+            1e9 / base.duration_nanos as f64,
+            1e9 / current.duration_nanos as f64,
+        );
+    }
+    (Scaling::Totals, 1.0, 1.0)
+}
+
+pub fn diff_table(
+    base: &Profile,
+    current: &Profile,
+    opts: &DiffOptions,
+) -> Result<DiffTable, RenderError> {
+    let kind = common_kind(base, current, opts.selection.sample_type.as_deref())?;
+    let sel = selection_for(opts, &kind);
+    let (brows, bt) = function_totals(base, &sel)?;
+    let (crows, ct) = function_totals(current, &sel)?;
+    let t = current.sample_types[current.sample_type_index(Some(&kind)).expect("checked")].clone();
+    let (scaling, bf, cf) = scaling(base, current, &t, bt, ct, opts.normalize);
+    let mut both: HashMap<String, (i64, i64)> = HashMap::new();
+    for r in brows {
+        both.entry(r.function).or_default().0 = r.flat;
+    }
+    for r in crows {
+        both.entry(r.function).or_default().1 = r.flat;
+    }
+    let share = |v: i64, total: i64| {
+        if total == 0 {
+            0.0
+        } else {
+            v as f64 * 100.0 / total as f64
+        }
+    };
+    let mut rows: Vec<DiffRow> = both
+        .into_iter()
+        .map(|(function, (b, c))| {
+            let (base, current) = (b as f64 * bf, c as f64 * cf);
+            let (base_share, current_share) = (share(b, bt), share(c, ct));
+            DiffRow {
+                function,
+                base,
+                current,
+                delta: current - base,
+                delta_pct: (base != 0.0).then(|| (current - base) * 100.0 / base),
+                base_share,
+                current_share,
+                share_delta: current_share - base_share,
+            }
+        })
+        .collect();
+    rows.sort_by(|a, b| {
+        b.share_delta
+            .abs()
+            .total_cmp(&a.share_delta.abs())
+            .then(b.delta.abs().total_cmp(&a.delta.abs()))
+            .then_with(|| a.function.cmp(&b.function))
+    });
+    Ok(DiffTable {
+        sample_type: t,
+        scaling,
+        base_total: bt as f64 * bf,
+        current_total: ct as f64 * cf,
+        rows,
+        count: opts.count,
+    })
+}
+
+impl DiffTable {
+    /// The function whose share grew most, with the growth in percentage points.
+    pub fn max_share_growth(&self) -> Option<(&str, f64)> {
+        self.rows
+            .iter()
+            .filter(|r| r.share_delta > 0.0)
+            .max_by(|a, b| a.share_delta.total_cmp(&b.share_delta))
+            .map(|r| (r.function.as_str(), r.share_delta))
+    }
+
+    fn unit_label(&self) -> String {
+        let u = Unit::of(&self.sample_type).table_unit(&self.sample_type);
+        match self.scaling {
+            Scaling::PerSecond => format!("{u} per second of capture"),
+            Scaling::Normalized => format!("{u}, base scaled to current's total"),
+            Scaling::Totals => format!("{u}, totals"),
+        }
+    }
+
+    pub fn write(&self, format: super::top::Format, out: &mut impl Write) -> std::io::Result<()> {
+        use super::top::Format;
+        let unit = Unit::of(&self.sample_type);
+        let rows = &self.rows[..self.rows.len().min(self.count)];
+        match format {
+            Format::Json => {
+                #[derive(Serialize)]
+                struct J<'a> {
+                    sample_type: &'a str,
+                    unit: String,
+                    scaling: Scaling,
+                    base_total: f64,
+                    current_total: f64,
+                    rows: &'a [DiffRow],
+                }
+                let j = J {
+                    sample_type: &self.sample_type.kind,
+                    unit: self.unit_label(),
+                    scaling: self.scaling,
+                    base_total: self.base_total,
+                    current_total: self.current_total,
+                    rows,
+                };
+                serde_json::to_writer_pretty(&mut *out, &j)?;
+                writeln!(out)
+            }
+            Format::Csv => {
+                writeln!(
+                    out,
+                    "base,current,delta,delta_pct,base_share,current_share,share_delta,function"
+                )?;
+                for r in rows {
+                    writeln!(
+                        out,
+                        "{:.3},{:.3},{:.3},{},{:.2},{:.2},{:.2},{}",
+                        unit.scaled(r.base),
+                        unit.scaled(r.current),
+                        unit.scaled(r.delta),
+                        r.delta_pct.map_or("new".into(), |p| format!("{p:.2}")),
+                        r.base_share,
+                        r.current_share,
+                        r.share_delta,
+                        csv_field(&r.function)
+                    )?;
+                }
+                Ok(())
+            }
+            Format::Text => {
+                writeln!(
+                    out,
+                    "Type: {} ({}); total base {}, current {}",
+                    self.sample_type.kind,
+                    self.unit_label(),
+                    unit.format(self.base_total),
+                    unit.format(self.current_total)
+                )?;
+                writeln!(
+                    out,
+                    "Functions whose share of the total changed most (flat):"
+                )?;
+                let headers = ["base", "current", "delta", "delta%", "share", "change"];
+                let cells: Vec<[String; 6]> = rows
+                    .iter()
+                    .map(|r| {
+                        [
+                            unit.format(r.base),
+                            unit.format(r.current),
+                            signed(unit.format(r.delta), r.delta),
+                            r.delta_pct.map_or("new".into(), |p| format!("{p:+.1}%")),
+                            format!("{:.1}%→{:.1}%", r.base_share, r.current_share),
+                            format!("{:+.2}pt", r.share_delta),
+                        ]
+                    })
+                    .collect();
+                let widths: Vec<usize> = (0..6)
+                    .map(|i| {
+                        cells
+                            .iter()
+                            .map(|c| c[i].chars().count())
+                            .chain([headers[i].len()])
+                            .max()
+                            .unwrap_or(0)
+                    })
+                    .collect();
+                let pad = |s: &str, w: usize| {
+                    format!("{}{s}", " ".repeat(w.saturating_sub(s.chars().count())))
+                };
+                let header: Vec<String> = headers
+                    .iter()
+                    .zip(&widths)
+                    .map(|(h, &w)| pad(h, w))
+                    .collect();
+                writeln!(out, "{}  function", header.join(" "))?;
+                for (c, r) in cells.iter().zip(rows) {
+                    let line: Vec<String> =
+                        c.iter().zip(&widths).map(|(s, &w)| pad(s, w)).collect();
+                    writeln!(out, "{}  {}", line.join(" "), r.function)?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+fn signed(s: String, v: f64) -> String {
+    if v > 0.0 { format!("+{s}") } else { s }
+}
+
+/// Writes the differential flame graph: shaped as CURRENT, frames that grew red, shrank blue.
+/// Base counts are scaled as in the table so a longer base capture does not paint all blue.
+pub fn write_diff_flamegraph(
+    base: &Profile,
+    current: &Profile,
+    opts: &DiffOptions,
+    out: impl Write,
+) -> Result<(), RenderError> {
+    let kind = common_kind(base, current, opts.selection.sample_type.as_deref())?;
+    let fold_opts = FoldOptions {
+        selection: selection_for(opts, &kind),
+        per_thread: false,
+    };
+    let bstacks = fold(base, &fold_opts)?;
+    let cstacks = fold(current, &fold_opts)?;
+    if cstacks.is_empty() {
+        return Err(RenderError::NoMatch(
+            "the current capture has no samples to draw".into(),
+        ));
+    }
+    let t = current.sample_types[current.sample_type_index(Some(&kind)).expect("checked")].clone();
+    let bt: u64 = bstacks.iter().map(|s| s.1).sum();
+    let ct: u64 = cstacks.iter().map(|s| s.1).sum();
+    let (scaling, bf, cf) = scaling(base, current, &t, bt as i64, ct as i64, opts.normalize);
+    // Express base in current's terms (current stays exact, so the graph is shaped as it).
+    let base_factor = bf / cf;
+    let mut before = Vec::new();
+    for (s, c) in &bstacks {
+        writeln!(before, "{s} {}", (*c as f64 * base_factor).round() as u64)?;
+    }
+    let mut after = Vec::new();
+    super::folded::write_lines(&cstacks, &mut after)?;
+    let mut merged = Vec::new();
+    inferno::differential::from_readers(
+        inferno::differential::Options {
+            normalize: false,
+            strip_hex: false,
+        },
+        before.as_slice(),
+        after.as_slice(),
+        &mut merged,
+    )?;
+    let merged = String::from_utf8(merged).map_err(std::io::Error::other)?;
+    let how = match scaling {
+        Scaling::Normalized => "base normalized to current's total",
+        Scaling::PerSecond => "base scaled per second of capture",
+        Scaling::Totals => "totals",
+    };
+    let title = "Differential flame graph: base → current".to_string();
+    let subtitle = format!(
+        "{} in {}; red grew, blue shrank; {how}",
+        t.kind,
+        Unit::of(&t).count_name(&t)
+    );
+    let mut o = base_options(title, Some(subtitle), Unit::of(&t).count_name(&t), false);
+    inferno::flamegraph::from_lines(&mut o, merged.lines(), out)?;
+    Ok(())
+}
