@@ -186,6 +186,8 @@ struct Capture {
     html: bool,
     buf: String,
     truncated: bool,
+    /// Stack depth of a nested script/style-like element whose text is being skipped.
+    hidden_from: Option<usize>,
 }
 
 #[derive(Default)]
@@ -329,9 +331,17 @@ impl<'l> Parser<'l> {
     fn open(&mut self, fam: Family, start: &BytesStart<'_>, empty: bool) {
         let depth = self.stack.len();
         if let Some(capture) = self.capture.as_mut() {
-            // Markup nested inside a field (Atom xhtml): keep words apart.
+            // Markup nested inside a field (Atom xhtml, or raw tags in a sloppy RSS feed):
+            // keep words apart, and drop what a reader would never see.
             capture.buf.push(' ');
             if !empty {
+                let local = start.local_name();
+                let hidden = DROPPED_CONTENT
+                    .iter()
+                    .any(|t| t.as_bytes().eq_ignore_ascii_case(local.as_ref()));
+                if hidden && capture.hidden_from.is_none() {
+                    capture.hidden_from = Some(depth);
+                }
                 self.stack.push(Node::Other);
             }
             return;
@@ -395,6 +405,11 @@ impl<'l> Parser<'l> {
     fn close(&mut self) {
         let node = self.stack.pop();
         let depth = self.stack.len();
+        if let Some(capture) = self.capture.as_mut() {
+            if capture.hidden_from == Some(depth) {
+                capture.hidden_from = None;
+            }
+        }
         if self.capture.as_ref().is_some_and(|c| c.depth == depth) {
             self.finish_capture();
         }
@@ -416,6 +431,7 @@ impl<'l> Parser<'l> {
             html,
             buf: String::new(),
             truncated: false,
+            hidden_from: None,
         });
     }
 
@@ -565,7 +581,7 @@ fn resolve_reference(r: &quick_xml::events::BytesRef<'_>) -> Cow<'static, str> {
 }
 
 fn push_capped(capture: &mut Capture, text: &str, max: usize) {
-    if capture.truncated {
+    if capture.truncated || capture.hidden_from.is_some() {
         return;
     }
     let room = max.saturating_sub(capture.buf.len());
