@@ -168,10 +168,10 @@ impl FeedCache {
         let now = self.clock.now();
         let mut waits: Vec<watch::Receiver<bool>> = Vec::new();
         for entry in entries {
-            if entry.fresh_until.load(Ordering::Acquire) <= now {
-                if let Some(rx) = self.start_refresh(entry) {
-                    waits.push(rx);
-                }
+            if entry.fresh_until.load(Ordering::Acquire) <= now
+                && let Some(rx) = self.start_refresh(entry)
+            {
+                waits.push(rx);
             }
         }
         if !waits.is_empty() {

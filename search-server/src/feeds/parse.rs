@@ -405,10 +405,10 @@ impl<'l> Parser<'l> {
     fn close(&mut self) {
         let node = self.stack.pop();
         let depth = self.stack.len();
-        if let Some(capture) = self.capture.as_mut() {
-            if capture.hidden_from == Some(depth) {
-                capture.hidden_from = None;
-            }
+        if let Some(capture) = self.capture.as_mut()
+            && capture.hidden_from == Some(depth)
+        {
+            capture.hidden_from = None;
         }
         if self.capture.as_ref().is_some_and(|c| c.depth == depth) {
             self.finish_capture();
@@ -448,12 +448,11 @@ impl<'l> Parser<'l> {
             return;
         };
         let rel = attribute(start, b"rel");
-        if rel.as_deref().is_none_or(|r| r == "alternate") {
-            if let Some(item) = self.item.as_mut() {
-                if item.link.is_none() {
-                    item.link = safe_link(&href, self.limits.max_link_bytes);
-                }
-            }
+        if rel.as_deref().is_none_or(|r| r == "alternate")
+            && let Some(item) = self.item.as_mut()
+            && item.link.is_none()
+        {
+            item.link = safe_link(&href, self.limits.max_link_bytes);
         }
     }
 
