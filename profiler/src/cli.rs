@@ -181,6 +181,9 @@ pub struct DiffArgs {
     /// Exit 3 when a function's share grew by more than PCT percentage points.
     #[arg(long, value_name = "PCT")]
     pub fail_if_regressed: Option<f64>,
+    /// Format of the change table.
+    #[arg(long, value_enum, default_value_t = TableFormat::Text)]
+    pub format: TableFormat,
 }
 
 /// Convert between pprof (.pb.gz) and folded stacks, by the output's extension.
@@ -223,12 +226,12 @@ pub fn run() -> Result<i32> {
     init_logging();
     match cli.command {
         Command::Record(args) => record(args),
-        Command::Flamegraph(_)
-        | Command::Fold(_)
-        | Command::Top(_)
-        | Command::List(_)
-        | Command::Diff(_)
-        | Command::Convert(_) => anyhow::bail!("this command is being built"),
+        Command::Flamegraph(args) => reading::flamegraph(args),
+        Command::Fold(args) => reading::fold(args),
+        Command::Top(args) => reading::top(args),
+        Command::List(args) => reading::list(args),
+        Command::Diff(args) => reading::diff(args),
+        Command::Convert(args) => reading::convert(args),
     }
 }
 
@@ -288,6 +291,176 @@ fn write_recording(profile: &crate::profile::Profile, args: &RecordArgs) -> Resu
         out.flush().with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
+}
+
+/// The commands that read captures (no root needed): flamegraph, fold, top, list, diff, convert.
+mod reading {
+    use std::io::Write;
+    use std::path::Path;
+
+    use anyhow::{Context as _, Result, bail};
+
+    use super::{ConvertArgs, DiffArgs, FilterArgs, FlamegraphArgs, FoldArgs, ListArgs, TableFormat, TopArgs};
+    use crate::capture;
+    use crate::render::diff::{DiffOptions, diff_table, write_diff_flamegraph};
+    use crate::render::flamegraph::{FlamegraphOptions, write_flamegraph};
+    use crate::render::folded::{FoldOptions, write_folded};
+    use crate::render::list::{ListOptions, write_list};
+    use crate::render::top::{Format, TopOptions, top as top_table};
+    use crate::render::{RenderError, Selection, compile};
+
+    /// Exit code of `diff --fail-if-regressed` when a share grew too much (1 is for errors).
+    pub const EXIT_REGRESSED: i32 = 3;
+
+    /// Reads a capture, warning (not failing) about skipped malformed folded lines.
+    fn load(path: &Path) -> Result<crate::profile::Profile> {
+        let loaded = capture::read_capture_detailed(path)?;
+        if let Some(r) = loaded.folded.as_ref().filter(|r| r.malformed > 0) {
+            let (n, line) = r.first_malformed.clone().unwrap_or_default();
+            eprintln!(
+                "profiler: warning: {}: skipped {} malformed line(s) of {} (first: line {n}: {line:?}); \
+                 folded lines look like `root;caller;leaf 123`",
+                path.display(),
+                r.malformed,
+                r.malformed + r.stacks
+            );
+        }
+        Ok(loaded.profile)
+    }
+
+    fn selection(f: &FilterArgs) -> Result<Selection> {
+        Ok(Selection::new(f.sample_type.clone(), f.focus.as_deref(), f.ignore.as_deref())?)
+    }
+
+    fn format(f: TableFormat) -> Format {
+        match f {
+            TableFormat::Text => Format::Text,
+            TableFormat::Csv => Format::Csv,
+            TableFormat::Json => Format::Json,
+        }
+    }
+
+    /// Names the file in render errors about a capture (e.g. an unknown sample type).
+    fn in_file(path: &Path) -> impl FnOnce(RenderError) -> anyhow::Error + '_ {
+        move |e| anyhow::Error::new(e).context(format!("{}", path.display()))
+    }
+
+    /// Writes stdout output; a closed pipe (`| head`) is not an error.
+    fn to_stdout(write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) -> Result<i32> {
+        let stdout = std::io::stdout();
+        let mut lock = std::io::BufWriter::new(stdout.lock());
+        match write(&mut lock).and_then(|()| lock.flush()) {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(0),
+            r => r.map(|()| 0).context("writing to stdout"),
+        }
+    }
+
+    pub fn flamegraph(args: FlamegraphArgs) -> Result<i32> {
+        let profile = load(&args.capture)?;
+        let opts = FlamegraphOptions {
+            fold: FoldOptions { selection: selection(&args.filter)?, per_thread: args.per_thread },
+            reverse: args.reverse,
+            title: args.title,
+        };
+        let mut svg = Vec::new();
+        write_flamegraph(&profile, &opts, &mut svg).map_err(in_file(&args.capture))?;
+        capture::write_atomic(&args.output, &svg)?;
+        eprintln!("flame graph written to {}", args.output.display());
+        Ok(0)
+    }
+
+    pub fn fold(args: FoldArgs) -> Result<i32> {
+        let profile = load(&args.capture)?;
+        let opts = FoldOptions { selection: selection(&args.filter)?, per_thread: false };
+        // Compute first so a bad sample type is reported as itself, not as an I/O error.
+        let stacks = crate::render::folded::fold(&profile, &opts).map_err(in_file(&args.capture))?;
+        to_stdout(|w| crate::render::folded::write_lines(&stacks, w))
+    }
+
+    pub fn top(args: TopArgs) -> Result<i32> {
+        let profile = load(&args.capture)?;
+        let opts = TopOptions { selection: selection(&args.filter)?, count: args.count, by_cum: args.cum };
+        let table = top_table(&profile, &opts).map_err(in_file(&args.capture))?;
+        to_stdout(|w| table.write(format(args.format), &mut &mut *w))
+    }
+
+    pub fn list(args: ListArgs) -> Result<i32> {
+        let profile = load(&args.capture)?;
+        let opts = ListOptions {
+            selection: Selection { sample_type: args.sample_type, ..Selection::default() },
+            regex: compile(&args.regex)?,
+            source_dirs: args.source_dir,
+        };
+        let mut out = Vec::new();
+        write_list(&profile, &opts, &mut out).map_err(in_file(&args.capture))?;
+        to_stdout(|w| w.write_all(&out))
+    }
+
+    pub fn diff(args: DiffArgs) -> Result<i32> {
+        let base = load(&args.base)?;
+        let current = load(&args.current)?;
+        let opts = DiffOptions {
+            selection: Selection { sample_type: args.sample_type, ..Selection::default() },
+            normalize: args.normalize,
+            count: args.count,
+        };
+        let table = diff_table(&base, &current, &opts)?;
+        if let Some(out) = &args.output {
+            let mut svg = Vec::new();
+            write_diff_flamegraph(&base, &current, &opts, &mut svg)?;
+            capture::write_atomic(out, &svg)?;
+            eprintln!("differential flame graph written to {}", out.display());
+        }
+        to_stdout(|w| table.write(format(args.format), &mut &mut *w))?;
+        if let Some(limit) = args.fail_if_regressed {
+            if !(limit.is_finite() && limit >= 0.0) {
+                bail!("--fail-if-regressed {limit} is not a percentage; give e.g. 5 for 5 points");
+            }
+            if let Some((function, grew)) = table.max_share_growth().filter(|&(_, g)| g > limit) {
+                eprintln!(
+                    "profiler: regression: the share of {function} grew by {grew:.2} points (limit {limit})"
+                );
+                return Ok(EXIT_REGRESSED);
+            }
+        }
+        Ok(0)
+    }
+
+    /// Output kind from the output path's extension.
+    fn is_folded_path(path: &Path) -> Result<bool> {
+        let name = path.file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_default();
+        if [".folded", ".fold", ".collapsed", ".txt"].iter().any(|e| name.ends_with(e)) {
+            Ok(true)
+        } else if [".pb.gz", ".pb", ".pprof", ".gz"].iter().any(|e| name.ends_with(e)) {
+            Ok(false)
+        } else {
+            bail!(
+                "cannot tell the output format of {}: name it *.folded (folded stacks) or *.pb.gz (pprof)",
+                path.display()
+            )
+        }
+    }
+
+    pub fn convert(args: ConvertArgs) -> Result<i32> {
+        let to_folded = is_folded_path(&args.output)?;
+        let profile = load(&args.input)?;
+        if to_folded {
+            let opts = FoldOptions {
+                selection: Selection { sample_type: args.sample_type, ..Selection::default() },
+                per_thread: false,
+            };
+            let mut out = Vec::new();
+            write_folded(&profile, &opts, &mut out).map_err(in_file(&args.input))?;
+            capture::write_atomic(&args.output, &out)?;
+        } else {
+            if let Some(t) = &args.sample_type {
+                bail!("--sample-type {t} applies to folded output only; pprof keeps every sample type");
+            }
+            capture::write_pprof(&profile, &args.output)?;
+        }
+        eprintln!("wrote {}", args.output.display());
+        Ok(0)
+    }
 }
 
 fn init_logging() {

@@ -33,7 +33,7 @@ pub enum CaptureError {
     )]
     Truncated { path: PathBuf, detail: String },
     #[error(
-        "capture {path} is corrupt ({detail}); record it again or check that it is a pprof file"
+        "capture {path} is corrupt or truncated ({detail}); record or copy it again, and check that it is a pprof file"
     )]
     Corrupt { path: PathBuf, detail: String },
     #[error(
@@ -67,7 +67,7 @@ pub fn read_capture(path: &Path) -> Result<Profile, CaptureError> {
 }
 
 /// Like [`read_capture`], also telling the format and, for folded files, how many malformed
-/// lines were skipped (they are also logged as a warning and noted in the profile's comments).
+/// lines were skipped (also noted in the profile's comments), so the caller can warn.
 pub fn read_capture_detailed(path: &Path) -> Result<Loaded, CaptureError> {
     let bytes = fs::read(path).map_err(|source| match source.kind() {
         io::ErrorKind::NotFound => CaptureError::NotFound {
@@ -129,15 +129,6 @@ fn decode_uncompressed(bytes: &[u8], path: &Path) -> Result<Loaded, CaptureError
             });
         }
         let (profile, report) = folded::parse(text);
-        if report.malformed > 0 {
-            let (n, line) = report.first_malformed.clone().unwrap_or_default();
-            tracing::warn!(
-                "{}: skipped {} malformed line(s) of {} (first: line {n}: {line:?})",
-                path.display(),
-                report.malformed,
-                report.malformed + report.stacks
-            );
-        }
         return Ok(Loaded {
             profile,
             format: CaptureFormat::Folded,

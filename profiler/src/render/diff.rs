@@ -154,6 +154,7 @@ pub fn diff_table(
     };
     let mut rows: Vec<DiffRow> = both
         .into_iter()
+        .filter(|&(_, (b, c))| b != 0 || c != 0)
         .map(|(function, (b, c))| {
             let (base, current) = (b as f64 * bf, c as f64 * cf);
             let (base_share, current_share) = (share(b, bt), share(c, ct));

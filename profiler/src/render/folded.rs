@@ -70,7 +70,10 @@ pub fn write_folded(
     Ok(())
 }
 
-pub fn write_lines(stacks: &[(String, u64)], out: &mut impl Write) -> std::io::Result<()> {
+pub fn write_lines(
+    stacks: &[(String, u64)],
+    out: &mut (impl Write + ?Sized),
+) -> std::io::Result<()> {
     let mut w = std::io::BufWriter::new(out);
     for (stack, count) in stacks {
         writeln!(w, "{stack} {count}")?;
