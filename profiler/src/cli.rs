@@ -213,7 +213,10 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     } else {
         (s, 1000.0)
     };
-    let v: f64 = num.trim().parse().map_err(|_| format!("invalid duration {s:?} (try 10s, 1500ms, 2m)"))?;
+    let v: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?} (try 10s, 1500ms, 2m)"))?;
     if !(v.is_finite() && v > 0.0) {
         return Err(format!("duration must be positive, got {s:?}"));
     }
@@ -239,13 +242,15 @@ pub fn run() -> Result<i32> {
 /// paths, privileges), record, write every output, print the summary, and pass a launched
 /// command's exit code on.
 fn record(args: RecordArgs) -> Result<i32> {
-    use anyhow::Context as _;
     use crate::record::{self, RecordOptions, TargetSpec};
+    use anyhow::Context as _;
 
     let target = match (args.pid, args.command.is_empty()) {
         (Some(pid), true) => TargetSpec::Pid(pid),
         (None, false) => TargetSpec::Command(args.command.clone()),
-        (None, true) => anyhow::bail!("nothing to record: give --pid PID, or a command after `--` (e.g. `-- ./my-bench`)"),
+        (None, true) => anyhow::bail!(
+            "nothing to record: give --pid PID, or a command after `--` (e.g. `-- ./my-bench`)"
+        ),
         (Some(_), false) => anyhow::bail!("give either --pid or a command after `--`, not both"),
     };
     record::check_frequency(args.frequency)?;
@@ -256,11 +261,19 @@ fn record(args: RecordArgs) -> Result<i32> {
     for (_, path) in &outputs {
         record::check_output_path(path)?;
     }
-    let opts = RecordOptions { target, duration: args.duration, frequency: args.frequency, show_status: true };
+    let opts = RecordOptions {
+        target,
+        duration: args.duration,
+        frequency: args.frequency,
+        show_status: true,
+    };
     let mut recording = record::record(&opts)?;
     write_recording(&recording.profile, &args).context("writing the outputs")?;
     recording.summary.finish = Some(recording.stopped_at.elapsed());
-    recording.summary.files = outputs.into_iter().map(|(w, p)| (w.to_string(), p)).collect();
+    recording.summary.files = outputs
+        .into_iter()
+        .map(|(w, p)| (w.to_string(), p))
+        .collect();
     eprint!("{}", recording.summary);
     Ok(recording.finish_target().unwrap_or(0))
 }
@@ -281,14 +294,16 @@ fn write_recording(profile: &crate::profile::Profile, args: &RecordArgs) -> Resu
         let opts = crate::render::flamegraph::FlamegraphOptions::default();
         crate::render::flamegraph::write_flamegraph(profile, &opts, &mut out)
             .with_context(|| format!("writing {}", path.display()))?;
-        out.flush().with_context(|| format!("writing {}", path.display()))?;
+        out.flush()
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     if let Some(path) = &args.folded {
         let mut out = create(path)?;
         let opts = crate::render::folded::FoldOptions::default();
         crate::render::folded::write_folded(profile, &opts, &mut out)
             .with_context(|| format!("writing {}", path.display()))?;
-        out.flush().with_context(|| format!("writing {}", path.display()))?;
+        out.flush()
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
 }
@@ -300,7 +315,9 @@ mod reading {
 
     use anyhow::{Context as _, Result, bail};
 
-    use super::{ConvertArgs, DiffArgs, FilterArgs, FlamegraphArgs, FoldArgs, ListArgs, TableFormat, TopArgs};
+    use super::{
+        ConvertArgs, DiffArgs, FilterArgs, FlamegraphArgs, FoldArgs, ListArgs, TableFormat, TopArgs,
+    };
     use crate::capture;
     use crate::render::diff::{DiffOptions, diff_table, write_diff_flamegraph};
     use crate::render::flamegraph::{FlamegraphOptions, write_flamegraph};
@@ -329,7 +346,11 @@ mod reading {
     }
 
     fn selection(f: &FilterArgs) -> Result<Selection> {
-        Ok(Selection::new(f.sample_type.clone(), f.focus.as_deref(), f.ignore.as_deref())?)
+        Ok(Selection::new(
+            f.sample_type.clone(),
+            f.focus.as_deref(),
+            f.ignore.as_deref(),
+        )?)
     }
 
     fn format(f: TableFormat) -> Format {
@@ -358,7 +379,10 @@ mod reading {
     pub fn flamegraph(args: FlamegraphArgs) -> Result<i32> {
         let profile = load(&args.capture)?;
         let opts = FlamegraphOptions {
-            fold: FoldOptions { selection: selection(&args.filter)?, per_thread: args.per_thread },
+            fold: FoldOptions {
+                selection: selection(&args.filter)?,
+                per_thread: args.per_thread,
+            },
             reverse: args.reverse,
             title: args.title,
         };
@@ -371,15 +395,23 @@ mod reading {
 
     pub fn fold(args: FoldArgs) -> Result<i32> {
         let profile = load(&args.capture)?;
-        let opts = FoldOptions { selection: selection(&args.filter)?, per_thread: false };
+        let opts = FoldOptions {
+            selection: selection(&args.filter)?,
+            per_thread: false,
+        };
         // Compute first so a bad sample type is reported as itself, not as an I/O error.
-        let stacks = crate::render::folded::fold(&profile, &opts).map_err(in_file(&args.capture))?;
+        let stacks =
+            crate::render::folded::fold(&profile, &opts).map_err(in_file(&args.capture))?;
         to_stdout(|w| crate::render::folded::write_lines(&stacks, w))
     }
 
     pub fn top(args: TopArgs) -> Result<i32> {
         let profile = load(&args.capture)?;
-        let opts = TopOptions { selection: selection(&args.filter)?, count: args.count, by_cum: args.cum };
+        let opts = TopOptions {
+            selection: selection(&args.filter)?,
+            count: args.count,
+            by_cum: args.cum,
+        };
         let table = top_table(&profile, &opts).map_err(in_file(&args.capture))?;
         to_stdout(|w| table.write(format(args.format), &mut &mut *w))
     }
@@ -387,7 +419,10 @@ mod reading {
     pub fn list(args: ListArgs) -> Result<i32> {
         let profile = load(&args.capture)?;
         let opts = ListOptions {
-            selection: Selection { sample_type: args.sample_type, ..Selection::default() },
+            selection: Selection {
+                sample_type: args.sample_type,
+                ..Selection::default()
+            },
             regex: compile(&args.regex)?,
             source_dirs: args.source_dir,
         };
@@ -400,7 +435,10 @@ mod reading {
         let base = load(&args.base)?;
         let current = load(&args.current)?;
         let opts = DiffOptions {
-            selection: Selection { sample_type: args.sample_type, ..Selection::default() },
+            selection: Selection {
+                sample_type: args.sample_type,
+                ..Selection::default()
+            },
             normalize: args.normalize,
             count: args.count,
         };
@@ -428,10 +466,19 @@ mod reading {
 
     /// Output kind from the output path's extension.
     fn is_folded_path(path: &Path) -> Result<bool> {
-        let name = path.file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_default();
-        if [".folded", ".fold", ".collapsed", ".txt"].iter().any(|e| name.ends_with(e)) {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().to_lowercase())
+            .unwrap_or_default();
+        if [".folded", ".fold", ".collapsed", ".txt"]
+            .iter()
+            .any(|e| name.ends_with(e))
+        {
             Ok(true)
-        } else if [".pb.gz", ".pb", ".pprof", ".gz"].iter().any(|e| name.ends_with(e)) {
+        } else if [".pb.gz", ".pb", ".pprof", ".gz"]
+            .iter()
+            .any(|e| name.ends_with(e))
+        {
             Ok(false)
         } else {
             bail!(
@@ -446,7 +493,10 @@ mod reading {
         let profile = load(&args.input)?;
         if to_folded {
             let opts = FoldOptions {
-                selection: Selection { sample_type: args.sample_type, ..Selection::default() },
+                selection: Selection {
+                    sample_type: args.sample_type,
+                    ..Selection::default()
+                },
                 per_thread: false,
             };
             let mut out = Vec::new();
@@ -454,7 +504,9 @@ mod reading {
             capture::write_atomic(&args.output, &out)?;
         } else {
             if let Some(t) = &args.sample_type {
-                bail!("--sample-type {t} applies to folded output only; pprof keeps every sample type");
+                bail!(
+                    "--sample-type {t} applies to folded output only; pprof keeps every sample type"
+                );
             }
             capture::write_pprof(&profile, &args.output)?;
         }
@@ -466,7 +518,10 @@ mod reading {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 #[cfg(test)]
@@ -476,7 +531,10 @@ mod tests {
     #[test]
     fn durations_parse() {
         assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
-        assert_eq!(parse_duration("1500ms").unwrap(), Duration::from_millis(1500));
+        assert_eq!(
+            parse_duration("1500ms").unwrap(),
+            Duration::from_millis(1500)
+        );
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
         assert!(parse_duration("0s").is_err());

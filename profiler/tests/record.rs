@@ -101,12 +101,39 @@ fn workload_command(secs: f64) -> Vec<String> {
     .collect()
 }
 
-fn spawn_workload(secs: f64) -> Child {
-    Command::new(std::env::current_exe().unwrap())
-        .env(WORKLOAD_ENV, secs.to_string())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap()
+fn spawn_workload(secs: f64) -> Reaped {
+    Reaped(
+        Command::new(std::env::current_exe().unwrap())
+            .env(WORKLOAD_ENV, secs.to_string())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// A child that is killed and reaped however the test leaves (an early `?` included).
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+        }
+        let _ = self.0.wait();
+    }
+}
+
+impl std::ops::Deref for Reaped {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Reaped {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
 }
 
 fn wait_guarded(mut child: Child) -> Result<Output, Failed> {
@@ -480,24 +507,26 @@ fn ctrl_c_still_writes_every_output() -> Result<(), Failed> {
     let out = dir.path().join("c.pb.gz");
     let svg = dir.path().join("c.svg");
     let folded = dir.path().join("c.folded");
-    let mut child = profiler()
-        .args([
-            "record",
-            "--pid",
-            &workload.id().to_string(),
-            "-F",
-            "499",
-            "-o",
-        ])
-        .arg(&out)
-        .arg("--flamegraph")
-        .arg(&svg)
-        .arg("--folded")
-        .arg(&folded)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| e.to_string())?;
+    let mut child = Reaped(
+        profiler()
+            .args([
+                "record",
+                "--pid",
+                &workload.id().to_string(),
+                "-F",
+                "499",
+                "-o",
+            ])
+            .arg(&out)
+            .arg("--flamegraph")
+            .arg(&svg)
+            .arg("--folded")
+            .arg(&folded)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| e.to_string())?,
+    );
     // Wait until sampling runs (the profiler logs it), let it sample, then Ctrl-C.
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let mut seen = Vec::new();

@@ -61,10 +61,13 @@ fn parse_feeds(value: &str) -> Result<FeedsArg, String> {
 }
 
 fn positive_duration(value: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(value)
-        .map_err(|e| format!("{value:?} is not a duration ({e}); write it like 15m, 90s or 500ms"))?;
+    let d = humantime::parse_duration(value).map_err(|e| {
+        format!("{value:?} is not a duration ({e}); write it like 15m, 90s or 500ms")
+    })?;
     if d.is_zero() {
-        return Err(format!("{value:?} is zero; give a positive duration such as 30s"));
+        return Err(format!(
+            "{value:?} is zero; give a positive duration such as 30s"
+        ));
     }
     Ok(d)
 }
@@ -80,11 +83,18 @@ impl Cli {
     }
 
     pub fn cache_options(&self) -> CacheOptions {
-        CacheOptions { ttl: self.cache_ttl, total_timeout: self.fetch_timeout, ..CacheOptions::default() }
+        CacheOptions {
+            ttl: self.cache_ttl,
+            total_timeout: self.fetch_timeout,
+            ..CacheOptions::default()
+        }
     }
 
     pub fn server_options(&self) -> ServerOptions {
-        ServerOptions { header_read_timeout: self.header_timeout, ..ServerOptions::default() }
+        ServerOptions {
+            header_read_timeout: self.header_timeout,
+            ..ServerOptions::default()
+        }
     }
 }
 
@@ -108,7 +118,15 @@ mod tests {
 
     #[test]
     fn values() {
-        let cli = parse(&["--listen", "0.0.0.0:8080", "--feeds", "live", "--cache-ttl", "90s"]).unwrap();
+        let cli = parse(&[
+            "--listen",
+            "0.0.0.0:8080",
+            "--feeds",
+            "live",
+            "--cache-ttl",
+            "90s",
+        ])
+        .unwrap();
         assert_eq!(cli.listen.port(), 8080);
         assert_eq!(cli.feeds, FeedsArg::Live);
         assert_eq!(cli.cache_ttl, Duration::from_secs(90));
@@ -119,7 +137,10 @@ mod tests {
     #[test]
     fn bad_values_name_the_value() {
         let e = parse(&["--feeds", "cnn"]).unwrap_err().to_string();
-        assert!(e.contains("\"cnn\" is neither embedded, live nor an existing file"), "{e}");
+        assert!(
+            e.contains("\"cnn\" is neither embedded, live nor an existing file"),
+            "{e}"
+        );
         let e = parse(&["--cache-ttl", "soon"]).unwrap_err().to_string();
         assert!(e.contains("\"soon\" is not a duration"), "{e}");
         let e = parse(&["--cache-ttl", "0s"]).unwrap_err().to_string();

@@ -15,7 +15,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // Per-request logs are at debug level: off unless RUST_LOG asks for them.
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
         .with_writer(std::io::stderr)
         .init();
     match run(cli) {
@@ -31,7 +33,10 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let sources = cli.sources().context("cannot load the feed sources")?;
     let listener = TcpListener::bind(cli.listen).await.with_context(|| {
-        format!("cannot listen on {}; pick another address with --listen", cli.listen)
+        format!(
+            "cannot listen on {}; pick another address with --listen",
+            cli.listen
+        )
     })?;
     let cache = FeedCache::new(sources, cli.cache_options());
     tracing::info!(feeds = ?cli.feeds, "loading feeds");
@@ -41,7 +46,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     let items: usize = cache.stats().iter().map(|s| s.items).sum();
     tracing::info!(items, "feeds loaded");
-    let addr = listener.local_addr().context("listener has no local address")?;
+    let addr = listener
+        .local_addr()
+        .context("listener has no local address")?;
     tracing::info!("listening on http://{addr}/search");
     let app = web::App::new(cache);
     server::serve(listener, app, cli.server_options(), shutdown_signal()).await;

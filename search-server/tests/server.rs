@@ -19,7 +19,9 @@ use tokio::task::JoinHandle;
 
 /// An RSS 2.0 document with the given (title, link, description) items.
 fn rss(items: &[(&str, &str, &str)]) -> String {
-    let mut s = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<rss version=\"2.0\"><channel><title>T</title>\n");
+    let mut s = String::from(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<rss version=\"2.0\"><channel><title>T</title>\n",
+    );
     for (title, link, desc) in items {
         s.push_str(&format!(
             "<item><title><![CDATA[{title}]]></title><link>{link}</link><description><![CDATA[{desc}]]></description></item>\n"
@@ -34,15 +36,42 @@ fn serve_world(origin: &Origin) -> Vec<Source> {
     origin.serve(
         "/cnn-1.xml",
         rss(&[
-            ("White House talks resume", "https://cnn.example/1", "Negotiators met."),
+            (
+                "White House talks resume",
+                "https://cnn.example/1",
+                "Negotiators met.",
+            ),
             ("Markets rally", "https://cnn.example/2", "Stocks rose."),
         ]),
     );
-    origin.serve("/cnn-2.xml", rss(&[("Storm nears coast", "https://cnn.example/3", "A house was flooded.")]));
-    origin.serve("/bbc-1.xml", rss(&[("Greenhouse gas report", "https://bbc.example/1", "Emissions fell.")]));
-    origin.serve("/bbc-2.xml", rss(&[("Storm warning", "https://bbc.example/2", "Wind.")]));
-    origin.serve("/nyt-1.xml", rss(&[("House prices climb", "https://nyt.example/1", "Again.")]));
-    origin.serve("/nyt-2.xml", rss(&[("Opera season opens", "https://nyt.example/2", "Music.")]));
+    origin.serve(
+        "/cnn-2.xml",
+        rss(&[(
+            "Storm nears coast",
+            "https://cnn.example/3",
+            "A house was flooded.",
+        )]),
+    );
+    origin.serve(
+        "/bbc-1.xml",
+        rss(&[(
+            "Greenhouse gas report",
+            "https://bbc.example/1",
+            "Emissions fell.",
+        )]),
+    );
+    origin.serve(
+        "/bbc-2.xml",
+        rss(&[("Storm warning", "https://bbc.example/2", "Wind.")]),
+    );
+    origin.serve(
+        "/nyt-1.xml",
+        rss(&[("House prices climb", "https://nyt.example/1", "Again.")]),
+    );
+    origin.serve(
+        "/nyt-2.xml",
+        rss(&[("Opera season opens", "https://nyt.example/2", "Music.")]),
+    );
     vec![
         source(origin, "cnn", "CNN", &["/cnn-1.xml", "/cnn-2.xml"]),
         source(origin, "bbc", "BBC", &["/bbc-1.xml", "/bbc-2.xml"]),
@@ -54,7 +83,10 @@ fn source(origin: &Origin, id: &str, name: &str, paths: &[&str]) -> Source {
     Source {
         id: id.into(),
         name: name.into(),
-        feeds: paths.iter().map(|p| FeedLocation::Url(origin.url(p))).collect(),
+        feeds: paths
+            .iter()
+            .map(|p| FeedLocation::Url(origin.url(p)))
+            .collect(),
     }
 }
 
@@ -72,7 +104,11 @@ impl TestServer {
         Self::start_with(sources, CacheOptions::default(), ServerOptions::default()).await
     }
 
-    async fn start_with(sources: Vec<Source>, cache: CacheOptions, opts: ServerOptions) -> TestServer {
+    async fn start_with(
+        sources: Vec<Source>,
+        cache: CacheOptions,
+        opts: ServerOptions,
+    ) -> TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let app = App::new(FeedCache::new(sources, cache));
@@ -80,8 +116,18 @@ impl TestServer {
         let task = tokio::spawn(server::serve(listener, Arc::clone(&app), opts, async {
             let _ = stopped.await;
         }));
-        let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-        TestServer { base: format!("http://{addr}"), addr, app, stop: Some(stop), task, http }
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        TestServer {
+            base: format!("http://{addr}"),
+            addr,
+            app,
+            stop: Some(stop),
+            task,
+            http,
+        }
     }
 
     fn url(&self, path: &str) -> String {
@@ -106,10 +152,18 @@ impl TestServer {
     }
 
     async fn api(&self, query: &str) -> (u16, Value) {
-        let resp = self.http.get(self.url(&format!("/api/search?{query}"))).send().await.unwrap();
+        let resp = self
+            .http
+            .get(self.url(&format!("/api/search?{query}")))
+            .send()
+            .await
+            .unwrap();
         let status = resp.status().as_u16();
         assert_eq!(resp.headers()["content-type"], "application/json");
-        (status, serde_json::from_str(&resp.text().await.unwrap()).unwrap())
+        (
+            status,
+            serde_json::from_str(&resp.text().await.unwrap()).unwrap(),
+        )
     }
 
     async fn metrics(&self) -> String {
@@ -120,7 +174,10 @@ impl TestServer {
 
     async fn stop(mut self) {
         let _ = self.stop.take().unwrap().send(());
-        tokio::time::timeout(Duration::from_secs(20), self.task).await.expect("server stops").unwrap();
+        tokio::time::timeout(Duration::from_secs(20), self.task)
+            .await
+            .expect("server stops")
+            .unwrap();
     }
 }
 
@@ -178,17 +235,32 @@ async fn get_page_shows_the_form_without_a_search() {
     let resp = srv.http.get(srv.url("/search")).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["content-type"], "text/html; charset=utf-8");
-    assert!(resp.headers()["content-security-policy"].to_str().unwrap().contains("default-src 'none'"));
+    assert!(
+        resp.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("default-src 'none'")
+    );
     let html = resp.text().await.unwrap();
     assert!(html.contains("<title>News Search</title>"));
     assert!(html.contains(r#"<form class="search" method="post" action="/search""#));
     for id in ["cnn", "bbc", "nyt"] {
-        assert!(html.contains(&format!(r#"<input type="checkbox" name="{id}" checked>"#)), "{id} ticked on a fresh page");
+        assert!(
+            html.contains(&format!(r#"<input type="checkbox" name="{id}" checked>"#)),
+            "{id} ticked on a fresh page"
+        );
     }
     assert!(html.contains(r#"<input type="checkbox" name="first">"#));
     assert!(html.contains(r#"<button type="submit">Search</button>"#));
-    assert!(!html.contains("class=\"results\""), "no search on a plain GET");
-    assert_eq!(origin.hits("/cnn-1.xml"), 0, "showing the form fetches nothing");
+    assert!(
+        !html.contains("class=\"results\""),
+        "no search on a plain GET"
+    );
+    assert_eq!(
+        origin.hits("/cnn-1.xml"),
+        0,
+        "showing the form fetches nothing"
+    );
 
     let (status, css) = srv.get("/static/style.css").await;
     assert_eq!(status, 200);
@@ -216,8 +288,15 @@ async fn post_with_form_body_searches_and_keeps_the_form() {
     assert!(html.contains(r#"name="nyt" checked"#));
     assert!(html.contains("3 hits in "), "{html}");
     assert!(html.contains(r#"<a class="title" href="https://cnn.example/1" rel="noopener noreferrer">White House talks resume</a>"#));
-    assert!(html.contains(r#"<p class="desc">A house was flooded.</p>"#), "description shown as text");
-    assert_eq!(origin.hits("/bbc-1.xml"), 0, "an unticked source is not fetched");
+    assert!(
+        html.contains(r#"<p class="desc">A house was flooded.</p>"#),
+        "description shown as text"
+    );
+    assert_eq!(
+        origin.hits("/bbc-1.xml"),
+        0,
+        "an unticked source is not fetched"
+    );
     srv.stop().await;
 }
 
@@ -226,7 +305,12 @@ async fn post_with_query_string_only_searches() {
     let origin = Origin::start().await;
     let srv = TestServer::start(serve_world(&origin)).await;
     // The tutorial's load command: POST with the parameters in the URL and no body.
-    let resp = srv.http.post(srv.url("/search?term=house&cnn=on&bbc=on&nyt=on")).send().await.unwrap();
+    let resp = srv
+        .http
+        .post(srv.url("/search?term=house&cnn=on&bbc=on&nyt=on"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     let html = resp.text().await.unwrap();
     assert_eq!(page_hits(&html), all_house_hits());
@@ -238,11 +322,16 @@ async fn post_with_query_string_only_searches() {
 async fn no_hits_shows_a_friendly_message() {
     let origin = Origin::start().await;
     let srv = TestServer::start(serve_world(&origin)).await;
-    let (status, html) = srv.post_form("/search", "term=zebra&cnn=on&bbc=on&nyt=on").await;
+    let (status, html) = srv
+        .post_form("/search", "term=zebra&cnn=on&bbc=on&nyt=on")
+        .await;
     assert_eq!(status, 200);
     assert!(page_hits(&html).is_empty());
     assert!(html.contains("0 hits in "));
-    assert!(html.contains("Nothing in the news matches “zebra” right now."), "{html}");
+    assert!(
+        html.contains("Nothing in the news matches “zebra” right now."),
+        "{html}"
+    );
     srv.stop().await;
 }
 
@@ -258,20 +347,32 @@ async fn json_api_returns_the_same_hits_as_the_page() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|h| (h["source"].as_str().unwrap().to_uppercase(), h["title"].as_str().unwrap().to_owned()))
+        .map(|h| {
+            (
+                h["source"].as_str().unwrap().to_uppercase(),
+                h["title"].as_str().unwrap().to_owned(),
+            )
+        })
         .collect();
     assert_eq!(hits, all_house_hits());
     assert_eq!(json["hits"][0]["link"], "https://cnn.example/1");
     assert_eq!(json["hits"][0]["description"], "Negotiators met.");
 
-    let (_, html) = srv.post_form("/search", "term=house&cnn=on&bbc=on&nyt=on").await;
+    let (_, html) = srv
+        .post_form("/search", "term=house&cnn=on&bbc=on&nyt=on")
+        .await;
     assert_eq!(page_hits(&html), hits);
 
     // No `sources` means all; a subset keeps the configured order whatever order it is given in.
     let (_, json) = srv.api("term=house").await;
     assert_eq!(json["count"], 4);
     let (_, json) = srv.api("term=house&sources=nyt,bbc").await;
-    let sources: Vec<&str> = json["hits"].as_array().unwrap().iter().map(|h| h["source"].as_str().unwrap()).collect();
+    let sources: Vec<&str> = json["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["source"].as_str().unwrap())
+        .collect();
     assert_eq!(sources, ["bbc", "nyt"]);
     srv.stop().await;
 }
@@ -283,17 +384,26 @@ async fn json_api_rejects_bad_parameters_by_name() {
     let (status, json) = srv.api("term=house&sources=cnn,fox").await;
     assert_eq!(status, 400);
     let msg = json["error"].as_str().unwrap();
-    assert!(msg.contains("\"fox\"") && msg.contains("cnn, bbc, nyt"), "{msg}");
+    assert!(
+        msg.contains("\"fox\"") && msg.contains("cnn, bbc, nyt"),
+        "{msg}"
+    );
     let (status, json) = srv.api("term=house&first=maybe").await;
     assert_eq!(status, 400);
-    assert!(json["error"].as_str().unwrap().contains("first=\"maybe\""), "{json}");
+    assert!(
+        json["error"].as_str().unwrap().contains("first=\"maybe\""),
+        "{json}"
+    );
     let (status, json) = srv.api("sources=cnn").await;
     assert_eq!(status, 400);
     assert!(json["error"].as_str().unwrap().contains("term"), "{json}");
     let long = "a".repeat(300);
     let (status, json) = srv.api(&format!("term={long}")).await;
     assert_eq!(status, 400);
-    assert!(json["error"].as_str().unwrap().contains("300 characters"), "{json}");
+    assert!(
+        json["error"].as_str().unwrap().contains("300 characters"),
+        "{json}"
+    );
     srv.stop().await;
 }
 
@@ -302,12 +412,22 @@ async fn first_shows_only_the_first_source_with_hits() {
     let origin = Origin::start().await;
     let srv = TestServer::start(serve_world(&origin)).await;
     // "storm" hits CNN and BBC: only CNN's hits are shown.
-    let (_, html) = srv.post_form("/search", "term=storm&cnn=on&bbc=on&nyt=on&first=on").await;
-    assert_eq!(page_hits(&html), vec![("CNN".to_string(), "Storm nears coast".to_string())]);
+    let (_, html) = srv
+        .post_form("/search", "term=storm&cnn=on&bbc=on&nyt=on&first=on")
+        .await;
+    assert_eq!(
+        page_hits(&html),
+        vec![("CNN".to_string(), "Storm nears coast".to_string())]
+    );
     assert!(html.contains(r#"name="first" checked"#));
     // Without CNN ticked, BBC is the first with hits.
-    let (_, html) = srv.post_form("/search", "term=storm&bbc=on&nyt=on&first=on").await;
-    assert_eq!(page_hits(&html), vec![("BBC".to_string(), "Storm warning".to_string())]);
+    let (_, html) = srv
+        .post_form("/search", "term=storm&bbc=on&nyt=on&first=on")
+        .await;
+    assert_eq!(
+        page_hits(&html),
+        vec![("BBC".to_string(), "Storm warning".to_string())]
+    );
     // "prices" only hits NYT, the last source.
     let (_, json) = srv.api("term=prices&first=true").await;
     assert_eq!(json["count"], 1);
@@ -321,16 +441,24 @@ async fn empty_and_oversized_terms() {
     let srv = TestServer::start(serve_world(&origin)).await;
     let (status, html) = srv.post_form("/search", "term=++&cnn=on").await;
     assert_eq!(status, 200);
-    assert!(!html.contains("class=\"results\""), "blank term: the page without a search");
+    assert!(
+        !html.contains("class=\"results\""),
+        "blank term: the page without a search"
+    );
 
     let long = "x".repeat(257);
-    let (status, html) = srv.post_form("/search", &format!("term={long}&cnn=on")).await;
+    let (status, html) = srv
+        .post_form("/search", &format!("term={long}&cnn=on"))
+        .await;
     assert_eq!(status, 400);
     assert!(
         html.contains("the search term is 257 characters long; the limit is 256: shorten it"),
         "clear message on the page"
     );
-    assert!(html.contains("<form"), "the form is still there to fix the term");
+    assert!(
+        html.contains("<form"),
+        "the form is still there to fix the term"
+    );
     assert!(!html.contains("class=\"results\""));
 
     // 256 characters is fine (counted in characters, not bytes).
@@ -370,7 +498,10 @@ async fn oversized_body_headers_and_wrong_media_type_are_refused() {
     let resp = raw(srv.addr, req.as_bytes()).await;
     assert!(resp.starts_with("HTTP/1.1 413"), "{resp}");
 
-    let huge_header = format!("GET /search HTTP/1.1\r\nHost: t\r\nX-Pad: {}\r\n\r\n", "y".repeat(32 * 1024));
+    let huge_header = format!(
+        "GET /search HTTP/1.1\r\nHost: t\r\nX-Pad: {}\r\n\r\n",
+        "y".repeat(32 * 1024)
+    );
     let resp = raw(srv.addr, huge_header.as_bytes()).await;
     assert!(resp.starts_with("HTTP/1.1 431"), "{resp}");
 
@@ -409,7 +540,12 @@ async fn unknown_paths_and_methods() {
     let resp = srv.http.delete(srv.url("/search")).send().await.unwrap();
     assert_eq!(resp.status(), 405);
     assert_eq!(resp.headers()["allow"], "GET or POST");
-    let resp = srv.http.post(srv.url("/api/search?term=x")).send().await.unwrap();
+    let resp = srv
+        .http
+        .post(srv.url("/api/search?term=x"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 405);
     let (status, text) = srv.get("/healthz").await;
     assert_eq!((status, text.as_str()), (200, "ok\n"));
@@ -419,11 +555,17 @@ async fn unknown_paths_and_methods() {
 #[tokio::test]
 async fn slow_client_is_disconnected_by_the_header_timeout() {
     let origin = Origin::start().await;
-    let opts = ServerOptions { header_read_timeout: Duration::from_millis(300), ..ServerOptions::default() };
+    let opts = ServerOptions {
+        header_read_timeout: Duration::from_millis(300),
+        ..ServerOptions::default()
+    };
     let srv = TestServer::start_with(serve_world(&origin), CacheOptions::default(), opts).await;
     let mut stream = TcpStream::connect(srv.addr).await.unwrap();
     // Half a request head, then silence.
-    stream.write_all(b"GET /search HTTP/1.1\r\nHost: t\r\n").await.unwrap();
+    stream
+        .write_all(b"GET /search HTTP/1.1\r\nHost: t\r\n")
+        .await
+        .unwrap();
     let mut out = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut out)).await;
     let read = read.expect("the server closes the connection instead of waiting forever");
@@ -453,7 +595,10 @@ async fn slow_origin_does_not_hold_the_request_past_the_fetch_timeout() {
     let origin = Origin::start().await;
     let sources = serve_world(&origin);
     origin.set("/bbc-2.xml", Behavior::Delay(Duration::from_secs(120)));
-    let cache = CacheOptions { total_timeout: Duration::from_millis(500), ..CacheOptions::default() };
+    let cache = CacheOptions {
+        total_timeout: Duration::from_millis(500),
+        ..CacheOptions::default()
+    };
     let srv = TestServer::start_with(sources, cache, ServerOptions::default()).await;
     // Far below the origin's 120 s delay: the search answers when the fetch times out.
     let resp = tokio::time::timeout(
@@ -464,7 +609,11 @@ async fn slow_origin_does_not_hold_the_request_past_the_fetch_timeout() {
     .expect("the request answers without waiting for the slow origin");
     let (status, html) = resp;
     assert_eq!(status, 200);
-    assert_eq!(page_hits(&html), all_house_hits(), "the other feeds are still searched");
+    assert_eq!(
+        page_hits(&html),
+        all_house_hits(),
+        "the other feeds are still searched"
+    );
     assert!(html.contains("bbc-2.xml is unavailable"), "{html}");
     srv.stop().await;
 }
@@ -473,18 +622,32 @@ async fn slow_origin_does_not_hold_the_request_past_the_fetch_timeout() {
 async fn failing_origin_after_a_good_fetch_serves_the_stale_copy_and_shows_the_failure() {
     let origin = Origin::start().await;
     let sources = serve_world(&origin);
-    let cache = CacheOptions { ttl: Duration::from_millis(200), ..CacheOptions::default() };
+    let cache = CacheOptions {
+        ttl: Duration::from_millis(200),
+        ..CacheOptions::default()
+    };
     let srv = TestServer::start_with(sources, cache, ServerOptions::default()).await;
-    let (_, html) = srv.post_form("/search", "term=house&cnn=on&bbc=on&nyt=on").await;
+    let (_, html) = srv
+        .post_form("/search", "term=house&cnn=on&bbc=on&nyt=on")
+        .await;
     assert_eq!(page_hits(&html), all_house_hits());
     assert!(!html.contains("class=\"note\""));
 
     origin.set("/nyt-1.xml", Behavior::Status(503));
     tokio::time::sleep(Duration::from_millis(400)).await; // past the TTL
-    let (status, html) = srv.post_form("/search", "term=house&cnn=on&bbc=on&nyt=on").await;
+    let (status, html) = srv
+        .post_form("/search", "term=house&cnn=on&bbc=on&nyt=on")
+        .await;
     assert_eq!(status, 200);
-    assert_eq!(page_hits(&html), all_house_hits(), "NYT's last good copy is still searched");
-    let note = format!("NYT: showing the last good copy of {}; the latest refresh failed", origin.url("/nyt-1.xml"));
+    assert_eq!(
+        page_hits(&html),
+        all_house_hits(),
+        "NYT's last good copy is still searched"
+    );
+    let note = format!(
+        "NYT: showing the last good copy of {}; the latest refresh failed",
+        origin.url("/nyt-1.xml")
+    );
     assert!(html.contains(&note), "{html}");
     assert!(html.contains("503"), "the reason is shown: {html}");
 
@@ -495,10 +658,24 @@ async fn failing_origin_after_a_good_fetch_serves_the_stale_copy_and_shows_the_f
 
     let metrics = srv.metrics().await;
     let label = format!("source=\"nyt\",feed=\"{}\"", origin.url("/nyt-1.xml"));
-    assert!(metrics.contains(&format!("search_feed_failures_total{{{label}}} 1\n")), "{metrics}");
-    assert!(metrics.contains(&format!("search_feed_fetches_total{{{label}}} 2\n")), "{metrics}");
-    assert!(metrics.contains(&format!("search_feed_items{{{label}}} 1\n")), "{metrics}");
-    assert!(metrics.contains(&format!("search_feed_last_success_timestamp_seconds{{{label}}} ")), "{metrics}");
+    assert!(
+        metrics.contains(&format!("search_feed_failures_total{{{label}}} 1\n")),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!("search_feed_fetches_total{{{label}}} 2\n")),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!("search_feed_items{{{label}}} 1\n")),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!(
+            "search_feed_last_success_timestamp_seconds{{{label}}} "
+        )),
+        "{metrics}"
+    );
     srv.stop().await;
 }
 
@@ -508,11 +685,22 @@ async fn malformed_feed_beside_good_ones() {
     let sources = serve_world(&origin);
     origin.serve_fixture("/cnn-2.xml", "malformed.xml");
     let srv = TestServer::start(sources).await;
-    let (status, html) = srv.post_form("/search", "term=house&cnn=on&bbc=on&nyt=on").await;
+    let (status, html) = srv
+        .post_form("/search", "term=house&cnn=on&bbc=on&nyt=on")
+        .await;
     assert_eq!(status, 200);
-    let want: Vec<_> = all_house_hits().into_iter().filter(|(_, t)| t != "Storm nears coast").collect();
+    let want: Vec<_> = all_house_hits()
+        .into_iter()
+        .filter(|(_, t)| t != "Storm nears coast")
+        .collect();
     assert_eq!(page_hits(&html), want);
-    assert!(html.contains(&format!("CNN: {} is unavailable: ", origin.url("/cnn-2.xml"))), "{html}");
+    assert!(
+        html.contains(&format!(
+            "CNN: {} is unavailable: ",
+            origin.url("/cnn-2.xml")
+        )),
+        "{html}"
+    );
     srv.stop().await;
 }
 
@@ -520,14 +708,24 @@ async fn malformed_feed_beside_good_ones() {
 async fn concurrent_searches_share_one_origin_fetch() {
     let origin = Origin::start().await;
     let sources = serve_world(&origin);
-    for path in ["/cnn-1.xml", "/cnn-2.xml", "/bbc-1.xml", "/bbc-2.xml", "/nyt-1.xml", "/nyt-2.xml"] {
+    for path in [
+        "/cnn-1.xml",
+        "/cnn-2.xml",
+        "/bbc-1.xml",
+        "/bbc-2.xml",
+        "/nyt-1.xml",
+        "/nyt-2.xml",
+    ] {
         origin.set(path, Behavior::Delay(Duration::from_millis(300)));
     }
     let srv = Arc::new(TestServer::start(sources).await);
     let searches: Vec<_> = (0..24)
         .map(|_| {
             let srv = Arc::clone(&srv);
-            tokio::spawn(async move { srv.post_form("/search?term=house&cnn=on&bbc=on&nyt=on", "").await })
+            tokio::spawn(async move {
+                srv.post_form("/search?term=house&cnn=on&bbc=on&nyt=on", "")
+                    .await
+            })
         })
         .collect();
     for s in searches {
@@ -535,14 +733,39 @@ async fn concurrent_searches_share_one_origin_fetch() {
         assert_eq!(status, 200);
         assert_eq!(page_hits(&html), all_house_hits());
     }
-    for path in ["/cnn-1.xml", "/cnn-2.xml", "/bbc-1.xml", "/bbc-2.xml", "/nyt-1.xml", "/nyt-2.xml"] {
-        assert_eq!(origin.hits(path), 1, "{path} fetched once for 24 concurrent searches");
+    for path in [
+        "/cnn-1.xml",
+        "/cnn-2.xml",
+        "/bbc-1.xml",
+        "/bbc-2.xml",
+        "/nyt-1.xml",
+        "/nyt-2.xml",
+    ] {
+        assert_eq!(
+            origin.hits(path),
+            1,
+            "{path} fetched once for 24 concurrent searches"
+        );
     }
     let metrics = srv.metrics().await;
-    assert!(metrics.contains("search_http_requests_total{route=\"POST /search\",status=\"200\"} 24\n"), "{metrics}");
-    assert!(metrics.contains("search_duration_seconds_count 24\n"), "{metrics}");
-    assert_eq!(srv.app.metrics().requests(search_server::web::Route::SearchPost, http::StatusCode::OK), 24);
-    Arc::into_inner(srv).expect("all requests done").stop().await;
+    assert!(
+        metrics.contains("search_http_requests_total{route=\"POST /search\",status=\"200\"} 24\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("search_duration_seconds_count 24\n"),
+        "{metrics}"
+    );
+    assert_eq!(
+        srv.app
+            .metrics()
+            .requests(search_server::web::Route::SearchPost, http::StatusCode::OK),
+        24
+    );
+    Arc::into_inner(srv)
+        .expect("all requests done")
+        .stop()
+        .await;
 }
 
 #[tokio::test]
@@ -561,10 +784,16 @@ async fn graceful_shutdown_finishes_the_request_in_flight() {
     }
     let addr = srv.addr;
     srv.stop().await;
-    let resp = in_flight.await.unwrap().expect("the in-flight request got its answer");
+    let resp = in_flight
+        .await
+        .unwrap()
+        .expect("the in-flight request got its answer");
     assert_eq!(resp.status(), 200);
     assert_eq!(page_hits(&resp.text().await.unwrap()), all_house_hits());
-    assert!(TcpStream::connect(addr).await.is_err(), "no new connections after shutdown");
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "no new connections after shutdown"
+    );
 }
 
 #[tokio::test]
@@ -574,7 +803,9 @@ async fn hostile_feed_content_is_escaped_and_links_filtered() {
     let sources = vec![source(&origin, "cnn", "CNN", &["/hostile.xml"])];
     let srv = TestServer::start(sources).await;
     for term in ["news", "data link", "scheme", "click", "nested"] {
-        let (status, html) = srv.post_form("/search", &format!("term={}&cnn=on", url_encode(term))).await;
+        let (status, html) = srv
+            .post_form("/search", &format!("term={}&cnn=on", url_encode(term)))
+            .await;
         assert_eq!(status, 200);
         assert!(!page_hits(&html).is_empty(), "{term} should hit: {html}");
         let lower = html.to_lowercase();

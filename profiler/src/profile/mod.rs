@@ -14,7 +14,10 @@ pub struct ValueType {
 
 impl ValueType {
     pub fn new(kind: &str, unit: &str) -> Self {
-        Self { kind: kind.to_string(), unit: unit.to_string() }
+        Self {
+            kind: kind.to_string(),
+            unit: unit.to_string(),
+        }
     }
 }
 
@@ -92,17 +95,21 @@ pub struct Sample {
 
 impl Sample {
     pub fn str_label(&self, key: &str) -> Option<&str> {
-        self.labels.iter().find_map(|l| match (&l.value, l.key == key) {
-            (LabelValue::Str(s), true) => Some(s.as_str()),
-            _ => None,
-        })
+        self.labels
+            .iter()
+            .find_map(|l| match (&l.value, l.key == key) {
+                (LabelValue::Str(s), true) => Some(s.as_str()),
+                _ => None,
+            })
     }
 
     pub fn num_label(&self, key: &str) -> Option<i64> {
-        self.labels.iter().find_map(|l| match (&l.value, l.key == key) {
-            (LabelValue::Num { value, .. }, true) => Some(*value),
-            _ => None,
-        })
+        self.labels
+            .iter()
+            .find_map(|l| match (&l.value, l.key == key) {
+                (LabelValue::Num { value, .. }, true) => Some(*value),
+                _ => None,
+            })
     }
 }
 
@@ -151,24 +158,38 @@ impl Profile {
     /// The frames of one location, outermost (caller) first — the order folded stacks use.
     pub fn location_frames(&self, loc: usize) -> impl Iterator<Item = Frame<'_>> {
         let location = &self.locations[loc];
-        let kernel = location.mapping.is_some_and(|m| self.mappings[m].is_kernel());
+        let kernel = location
+            .mapping
+            .is_some_and(|m| self.mappings[m].is_kernel());
         let n = location.lines.len();
-        location.lines.iter().enumerate().rev().map(move |(i, l)| Frame {
-            function: &self.functions[l.function],
-            line: l.line,
-            inlined: i + 1 != n,
-            kernel,
-        })
+        location
+            .lines
+            .iter()
+            .enumerate()
+            .rev()
+            .map(move |(i, l)| Frame {
+                function: &self.functions[l.function],
+                line: l.line,
+                inlined: i + 1 != n,
+                kernel,
+            })
     }
 
     /// The frames of a sample from root to leaf, inlined frames expanded.
     pub fn sample_frames<'a>(&'a self, sample: &'a Sample) -> impl Iterator<Item = Frame<'a>> + 'a {
-        sample.locations.iter().rev().flat_map(move |&l| self.location_frames(l))
+        sample
+            .locations
+            .iter()
+            .rev()
+            .flat_map(move |&l| self.location_frames(l))
     }
 
     /// Sum of one value column over all samples.
     pub fn total(&self, value_index: usize) -> i64 {
-        self.samples.iter().map(|s| s.values.get(value_index).copied().unwrap_or(0)).sum()
+        self.samples
+            .iter()
+            .map(|s| s.values.get(value_index).copied().unwrap_or(0))
+            .sum()
     }
 }
 
@@ -184,7 +205,10 @@ pub struct ProfileBuilder {
 impl ProfileBuilder {
     pub fn new(sample_types: Vec<ValueType>) -> Self {
         Self {
-            profile: Profile { sample_types, ..Profile::default() },
+            profile: Profile {
+                sample_types,
+                ..Profile::default()
+            },
             ..Self::default()
         }
     }
@@ -220,7 +244,11 @@ impl ProfileBuilder {
         if let Some(&i) = self.locations.get(&key) {
             return i;
         }
-        self.profile.locations.push(Location { mapping, address, lines: key.2.clone() });
+        self.profile.locations.push(Location {
+            mapping,
+            address,
+            lines: key.2.clone(),
+        });
         let i = self.profile.locations.len() - 1;
         self.locations.insert(key, i);
         i
@@ -244,12 +272,47 @@ mod tests {
         let mut b = ProfileBuilder::new(vec![ValueType::new("samples", "count")]);
         let outer = b.function("outer", "a.rs");
         let inner = b.function("inner", "a.rs");
-        let loc = b.location(None, 0x10, vec![Line { function: inner, line: 3 }, Line { function: outer, line: 9 }]);
-        assert_eq!(b.location(None, 0x10, vec![Line { function: inner, line: 3 }, Line { function: outer, line: 9 }]), loc);
-        b.add_sample(Sample { locations: vec![loc], values: vec![5], labels: vec![] });
+        let loc = b.location(
+            None,
+            0x10,
+            vec![
+                Line {
+                    function: inner,
+                    line: 3,
+                },
+                Line {
+                    function: outer,
+                    line: 9,
+                },
+            ],
+        );
+        assert_eq!(
+            b.location(
+                None,
+                0x10,
+                vec![
+                    Line {
+                        function: inner,
+                        line: 3
+                    },
+                    Line {
+                        function: outer,
+                        line: 9
+                    }
+                ]
+            ),
+            loc
+        );
+        b.add_sample(Sample {
+            locations: vec![loc],
+            values: vec![5],
+            labels: vec![],
+        });
         let p = b.finish();
-        let names: Vec<(&str, bool)> =
-            p.sample_frames(&p.samples[0]).map(|f| (f.function.name.as_str(), f.inlined)).collect();
+        let names: Vec<(&str, bool)> = p
+            .sample_frames(&p.samples[0])
+            .map(|f| (f.function.name.as_str(), f.inlined))
+            .collect();
         assert_eq!(names, vec![("outer", false), ("inner", true)]);
         assert_eq!(p.total(0), 5);
         assert_eq!(p.sample_type_index(None), Some(0));

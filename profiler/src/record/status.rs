@@ -181,7 +181,11 @@ impl fmt::Display for Summary {
             rss_kib as f64 / 1024.0
         )?;
         if let Some(finish) = self.finish {
-            writeln!(f, "  finishing:    {:.3} s from the end of sampling to all outputs written", finish.as_secs_f64())?;
+            writeln!(
+                f,
+                "  finishing:    {:.3} s from the end of sampling to all outputs written",
+                finish.as_secs_f64()
+            )?;
         }
         for (what, path) in &self.files {
             writeln!(f, "  {what:<13} {}", path.display())?;

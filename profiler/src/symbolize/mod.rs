@@ -213,18 +213,28 @@ impl Symbolizer {
         let own = *self.own_vdso_start.get_or_insert_with(|| {
             let mut maps = ProcessMaps::default();
             let _ = maps.refresh(std::process::id());
-            maps.vmas().iter().find(|v| v.name == "[vdso]").map(|v| v.start)
+            maps.vmas()
+                .iter()
+                .find(|v| v.name == "[vdso]")
+                .map(|v| v.start)
         });
         let results = own.map(|base| {
             let abs: Vec<u64> = addrs.iter().map(|(_, _, off)| base + off).collect();
-            self.inner.symbolize(&Source::Process(Process::new(Pid::Slf)), Input::AbsAddr(&abs))
+            self.inner.symbolize(
+                &Source::Process(Process::new(Pid::Slf)),
+                Input::AbsAddr(&abs),
+            )
         });
         for (k, &(addr, vma, off)) in addrs.iter().enumerate() {
             let resolved = match &results {
                 Some(Ok(syms)) => syms.get(k).and_then(|s| from_symbolized(s, Some(vma))),
                 _ => None,
             };
-            out.insert(addr, resolved.unwrap_or_else(|| Resolved::unknown(Some(vma), format!("[vdso]+{off:#x}"))));
+            out.insert(
+                addr,
+                resolved
+                    .unwrap_or_else(|| Resolved::unknown(Some(vma), format!("[vdso]+{off:#x}"))),
+            );
         }
     }
 
@@ -351,7 +361,12 @@ mod tests {
     fn unknown_addresses_name_their_module() {
         let mut maps = ProcessMaps::default();
         maps.refresh(std::process::id()).unwrap();
-        let vdso = maps.vmas().iter().find(|v| v.name == "[vdso]").expect("a vdso").clone();
+        let vdso = maps
+            .vmas()
+            .iter()
+            .find(|v| v.name == "[vdso]")
+            .expect("a vdso")
+            .clone();
         // The vDSO's ELF header is no function.
         let addr = vdso.start + 0x10;
         let out = Symbolizer::new().user(&maps, &[addr]);
@@ -363,12 +378,23 @@ mod tests {
     fn vdso_functions_are_named() {
         let mut maps = ProcessMaps::default();
         maps.refresh(std::process::id()).unwrap();
-        let vdso = maps.vmas().iter().find(|v| v.name == "[vdso]").expect("a vdso").clone();
+        let vdso = maps
+            .vmas()
+            .iter()
+            .find(|v| v.name == "[vdso]")
+            .expect("a vdso")
+            .clone();
         // Scan the vDSO for addresses that resolve: it exports clock_gettime and friends.
         let addrs: Vec<u64> = (vdso.start..vdso.end).step_by(16).collect();
         let out = Symbolizer::new().user(&maps, &addrs);
-        let names: Vec<&str> =
-            out.values().filter(|r| r.symbolized).map(|r| r.lines[0].function.as_str()).collect();
-        assert!(names.iter().any(|n| n.contains("clock_gettime")), "{names:?}");
+        let names: Vec<&str> = out
+            .values()
+            .filter(|r| r.symbolized)
+            .map(|r| r.lines[0].function.as_str())
+            .collect();
+        assert!(
+            names.iter().any(|n| n.contains("clock_gettime")),
+            "{names:?}"
+        );
     }
 }

@@ -11,7 +11,9 @@ use crate::feeds::FeedSnapshot;
 pub fn match_snapshots(finder: &Finder<'_>, snapshots: &[Arc<FeedSnapshot>]) -> Vec<(u32, u32)> {
     let mut hits = Vec::new();
     for (f, snap) in snapshots.iter().enumerate() {
-        let Some(feed) = snap.feed.as_deref() else { continue };
+        let Some(feed) = snap.feed.as_deref() else {
+            continue;
+        };
         for (i, item) in feed.items.iter().enumerate() {
             if finder.find(item.folded.as_bytes()).is_some() {
                 // Feeds are capped far below u32::MAX items by the fetch body size limit.
@@ -30,7 +32,10 @@ mod tests {
     fn snapshot(items: Vec<Item>) -> Arc<FeedSnapshot> {
         Arc::new(FeedSnapshot {
             location: "t".into(),
-            feed: Some(Arc::new(Feed { title: "t".into(), items })),
+            feed: Some(Arc::new(Feed {
+                title: "t".into(),
+                items,
+            })),
             error: None,
         })
     }
@@ -58,7 +63,11 @@ mod tests {
             Item::new("ΑΘΗΝΑ".into(), None, String::new()),
         ];
         assert_eq!(find("élections", items.clone()), vec![(0, 0)]);
-        assert_eq!(find("STRASSE", items.clone()), vec![], "lowercasing is not full case folding: ß stays ß");
+        assert_eq!(
+            find("STRASSE", items.clone()),
+            vec![],
+            "lowercasing is not full case folding: ß stays ß"
+        );
         assert_eq!(find("STRAẞE", items.clone()), vec![(0, 1)]);
         assert_eq!(find("αθηνα", items), vec![(0, 2)]);
     }
@@ -71,7 +80,11 @@ mod tests {
 
     #[test]
     fn skips_feeds_without_a_good_copy() {
-        let empty = Arc::new(FeedSnapshot { location: "x".into(), feed: None, error: Some("e".into()) });
+        let empty = Arc::new(FeedSnapshot {
+            location: "x".into(),
+            feed: None,
+            error: Some("e".into()),
+        });
         let good = snapshot(vec![Item::new("house".into(), None, String::new())]);
         let finder = Finder::new(b"house");
         assert_eq!(match_snapshots(&finder, &[empty, good]), vec![(1, 0)]);

@@ -22,7 +22,9 @@ pub const MAX_TERM_CHARS: usize = 256;
 /// Why a term cannot be searched.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum QueryError {
-    #[error("the search term is {chars} characters long; the limit is {MAX_TERM_CHARS}: shorten it")]
+    #[error(
+        "the search term is {chars} characters long; the limit is {MAX_TERM_CHARS}: shorten it"
+    )]
     TermTooLong { chars: usize },
     #[error("unknown source {0:?}: pick from {1}")]
     UnknownSource(String, String),
@@ -58,7 +60,12 @@ impl Query {
             return Ok(None);
         }
         let folded = normal.to_lowercase();
-        Ok(Some(Self { term: normal, folded, sources, first }))
+        Ok(Some(Self {
+            term: normal,
+            folded,
+            sources,
+            first,
+        }))
     }
 
     /// The term as searched (trimmed and collapsed, original case).
@@ -158,22 +165,25 @@ pub async fn run(snapshots: &impl Snapshots, sources: &[Source], query: &Query) 
     let started = Instant::now();
     let finder = memchr::memmem::Finder::new(query.folded.as_bytes());
     let finder = &finder;
-    let searches = sources.iter().filter(|s| query.selects(&s.id)).map(|source| async move {
-        let (snaps, missing) = match snapshots.snapshot(&source.id).await {
-            Some(snaps) => (snaps, false),
-            None => (Vec::new(), true),
-        };
-        let hits = match_snapshots(finder, &snaps);
-        let notes = notes_of(&snaps);
-        SourceResult {
-            id: source.id.clone(),
-            name: source.name.clone(),
-            snapshots: snaps,
-            hits,
-            notes,
-            missing,
-        }
-    });
+    let searches = sources
+        .iter()
+        .filter(|s| query.selects(&s.id))
+        .map(|source| async move {
+            let (snaps, missing) = match snapshots.snapshot(&source.id).await {
+                Some(snaps) => (snaps, false),
+                None => (Vec::new(), true),
+            };
+            let hits = match_snapshots(finder, &snaps);
+            let notes = notes_of(&snaps);
+            SourceResult {
+                id: source.id.clone(),
+                name: source.name.clone(),
+                snapshots: snaps,
+                hits,
+                notes,
+                missing,
+            }
+        });
     let mut results = join_all(searches).await;
     let notes = results
         .iter()
@@ -186,9 +196,17 @@ pub async fn run(snapshots: &impl Snapshots, sources: &[Source], query: &Query) 
         })
         .collect();
     if query.first {
-        results = results.into_iter().find(|r| r.hit_count() > 0).into_iter().collect();
+        results = results
+            .into_iter()
+            .find(|r| r.hit_count() > 0)
+            .into_iter()
+            .collect();
     }
-    Outcome { sources: results, notes, elapsed: started.elapsed() }
+    Outcome {
+        sources: results,
+        notes,
+        elapsed: started.elapsed(),
+    }
 }
 
 fn notes_of(snaps: &[Arc<FeedSnapshot>]) -> Vec<FeedNote> {
@@ -219,28 +237,65 @@ mod tests {
     }
 
     fn source(id: &str, name: &str) -> Source {
-        Source { id: id.into(), name: name.into(), feeds: vec![FeedLocation::Url(format!("http://x/{id}"))] }
+        Source {
+            id: id.into(),
+            name: name.into(),
+            feeds: vec![FeedLocation::Url(format!("http://x/{id}"))],
+        }
     }
 
     fn snap(location: &str, titles: &[&str], error: Option<&str>) -> Arc<FeedSnapshot> {
-        let items = titles.iter().map(|t| Item::new((*t).into(), None, String::new())).collect();
+        let items = titles
+            .iter()
+            .map(|t| Item::new((*t).into(), None, String::new()))
+            .collect();
         Arc::new(FeedSnapshot {
             location: location.into(),
-            feed: (!titles.is_empty()).then(|| Arc::new(Feed { title: location.into(), items })),
+            feed: (!titles.is_empty()).then(|| {
+                Arc::new(Feed {
+                    title: location.into(),
+                    items,
+                })
+            }),
             error: error.map(Into::into),
         })
     }
 
     fn world() -> (Fixed, Vec<Source>) {
         let mut m = HashMap::new();
-        m.insert("cnn".into(), vec![snap("cnn-1", &["White House talks", "Markets"], None), snap("cnn-2", &["Houseboat"], None)]);
-        m.insert("bbc".into(), vec![snap("bbc-1", &["Storm", "Greenhouse gas"], None)]);
-        m.insert("nyt".into(), vec![snap("nyt-1", &["HOUSE prices"], Some("timed out")), snap("nyt-2", &[], Some("refused"))]);
-        (Fixed(m), vec![source("cnn", "CNN"), source("bbc", "BBC"), source("nyt", "NYT")])
+        m.insert(
+            "cnn".into(),
+            vec![
+                snap("cnn-1", &["White House talks", "Markets"], None),
+                snap("cnn-2", &["Houseboat"], None),
+            ],
+        );
+        m.insert(
+            "bbc".into(),
+            vec![snap("bbc-1", &["Storm", "Greenhouse gas"], None)],
+        );
+        m.insert(
+            "nyt".into(),
+            vec![
+                snap("nyt-1", &["HOUSE prices"], Some("timed out")),
+                snap("nyt-2", &[], Some("refused")),
+            ],
+        );
+        (
+            Fixed(m),
+            vec![
+                source("cnn", "CNN"),
+                source("bbc", "BBC"),
+                source("nyt", "NYT"),
+            ],
+        )
     }
 
     fn titles(o: &Outcome) -> Vec<(String, String)> {
-        o.sources.iter().flat_map(|s| s.hits().map(|i| (s.id.clone(), i.title.clone()))).collect()
+        o.sources
+            .iter()
+            .flat_map(|s| s.hits().map(|i| (s.id.clone(), i.title.clone())))
+            .collect()
     }
 
     fn all() -> Vec<String> {
@@ -258,7 +313,10 @@ mod tests {
             ("bbc", "Greenhouse gas"),
             ("nyt", "HOUSE prices"),
         ];
-        let want: Vec<_> = want.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+        let want: Vec<_> = want
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
         assert_eq!(titles(&o), want);
         assert_eq!(o.hit_count(), 4);
     }
@@ -293,20 +351,33 @@ mod tests {
     #[tokio::test]
     async fn only_selected_sources_are_searched() {
         let (snaps, sources) = world();
-        let q = Query::new("house", vec!["bbc".into()], false).unwrap().unwrap();
+        let q = Query::new("house", vec!["bbc".into()], false)
+            .unwrap()
+            .unwrap();
         let o = run(&snaps, &sources, &q).await;
-        assert_eq!(titles(&o), vec![("bbc".to_string(), "Greenhouse gas".to_string())]);
+        assert_eq!(
+            titles(&o),
+            vec![("bbc".to_string(), "Greenhouse gas".to_string())]
+        );
     }
 
     #[test]
     fn term_is_trimmed_collapsed_and_bounded() {
         assert!(Query::new("  \t\n ", vec![], false).unwrap().is_none());
-        let q = Query::new("  White\n  HOUSE ", vec![], false).unwrap().unwrap();
+        let q = Query::new("  White\n  HOUSE ", vec![], false)
+            .unwrap()
+            .unwrap();
         assert_eq!(q.term(), "White HOUSE");
         assert_eq!(q.folded(), "white house");
         let ok = "é".repeat(MAX_TERM_CHARS);
-        assert!(Query::new(&ok, vec![], false).unwrap().is_some(), "the limit counts characters, not bytes");
+        assert!(
+            Query::new(&ok, vec![], false).unwrap().is_some(),
+            "the limit counts characters, not bytes"
+        );
         let long = "x".repeat(MAX_TERM_CHARS + 1);
-        assert_eq!(Query::new(&long, vec![], false).unwrap_err(), QueryError::TermTooLong { chars: 257 });
+        assert_eq!(
+            Query::new(&long, vec![], false).unwrap_err(),
+            QueryError::TermTooLong { chars: 257 }
+        );
     }
 }

@@ -54,7 +54,9 @@ pub fn parse(query: &str, sources: &[Source]) -> Result<(Query, Vec<String>), We
                 for id in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
                     if !sources.iter().any(|s| s.id == id) {
                         let known: Vec<&str> = sources.iter().map(|s| s.id.as_str()).collect();
-                        return Err(QueryError::UnknownSource(id.to_owned(), known.join(", ")).into());
+                        return Err(
+                            QueryError::UnknownSource(id.to_owned(), known.join(", ")).into()
+                        );
                     }
                     ids.push(id.to_owned());
                 }
@@ -78,9 +80,11 @@ pub fn parse(query: &str, sources: &[Source]) -> Result<(Query, Vec<String>), We
     }
     // No `sources` (or an empty list) means every source.
     let selected: Vec<String> = match selected {
-        Some(ids) if !ids.is_empty() => {
-            sources.iter().filter(|s| ids.contains(&s.id)).map(|s| s.id.clone()).collect()
-        }
+        Some(ids) if !ids.is_empty() => sources
+            .iter()
+            .filter(|s| ids.contains(&s.id))
+            .map(|s| s.id.clone())
+            .collect(),
         _ => sources.iter().map(|s| s.id.clone()).collect(),
     };
     let term = term.ok_or(WebError::MissingTerm)?;
@@ -122,7 +126,12 @@ pub fn render(query: &Query, selected: &[String], outcome: &Outcome) -> HttpResp
 }
 
 pub fn error(e: &WebError) -> HttpResponse {
-    json(e.status(), &ErrorBody { error: e.to_string() })
+    json(
+        e.status(),
+        &ErrorBody {
+            error: e.to_string(),
+        },
+    )
 }
 
 fn json(status: StatusCode, body: &impl Serialize) -> HttpResponse {

@@ -56,8 +56,8 @@ const STATUS_SLOTS: usize = 500;
 
 /// Upper bounds of the search latency buckets, in seconds.
 const LATENCY_BOUNDS: [f64; 16] = [
-    0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
-    1.0, 2.5, 10.0,
+    0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1,
+    0.25, 1.0, 2.5, 10.0,
 ];
 
 #[derive(Debug)]
@@ -71,7 +71,10 @@ pub struct Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self {
-            requests: Route::ALL.iter().map(|_| std::array::from_fn(|_| AtomicU64::new(0))).collect(),
+            requests: Route::ALL
+                .iter()
+                .map(|_| std::array::from_fn(|_| AtomicU64::new(0)))
+                .collect(),
             latency_buckets: std::array::from_fn(|_| AtomicU64::new(0)),
             latency_sum_nanos: AtomicU64::new(0),
         }
@@ -80,13 +83,18 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn count_request(&self, route: Route, status: StatusCode) {
-        let slot = usize::from(status.as_u16()).saturating_sub(FIRST_STATUS).min(STATUS_SLOTS - 1);
+        let slot = usize::from(status.as_u16())
+            .saturating_sub(FIRST_STATUS)
+            .min(STATUS_SLOTS - 1);
         self.requests[route as usize][slot].fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn observe_search(&self, elapsed: Duration) {
         let secs = elapsed.as_secs_f64();
-        let bucket = LATENCY_BOUNDS.iter().position(|&b| secs <= b).unwrap_or(LATENCY_BOUNDS.len());
+        let bucket = LATENCY_BOUNDS
+            .iter()
+            .position(|&b| secs <= b)
+            .unwrap_or(LATENCY_BOUNDS.len());
         self.latency_buckets[bucket].fetch_add(1, Ordering::Relaxed);
         let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
         self.latency_sum_nanos.fetch_add(nanos, Ordering::Relaxed);
@@ -94,13 +102,17 @@ impl Metrics {
 
     /// Requests counted so far for one route and status (for tests and the bench script).
     pub fn requests(&self, route: Route, status: StatusCode) -> u64 {
-        let slot = usize::from(status.as_u16()).saturating_sub(FIRST_STATUS).min(STATUS_SLOTS - 1);
+        let slot = usize::from(status.as_u16())
+            .saturating_sub(FIRST_STATUS)
+            .min(STATUS_SLOTS - 1);
         self.requests[route as usize][slot].load(Ordering::Relaxed)
     }
 
     pub fn render(&self, feeds: &[FeedStats]) -> String {
         let mut out = String::with_capacity(4096 + feeds.len() * 600);
-        out.push_str("# HELP search_http_requests_total HTTP requests served, by route and status.\n");
+        out.push_str(
+            "# HELP search_http_requests_total HTTP requests served, by route and status.\n",
+        );
         out.push_str("# TYPE search_http_requests_total counter\n");
         for route in Route::ALL {
             for (slot, count) in self.requests[route as usize].iter().enumerate() {
@@ -123,10 +135,16 @@ impl Metrics {
             cumulative += bucket.load(Ordering::Relaxed);
             match LATENCY_BOUNDS.get(i) {
                 Some(bound) => {
-                    let _ = writeln!(out, "search_duration_seconds_bucket{{le=\"{bound}\"}} {cumulative}");
+                    let _ = writeln!(
+                        out,
+                        "search_duration_seconds_bucket{{le=\"{bound}\"}} {cumulative}"
+                    );
                 }
                 None => {
-                    let _ = writeln!(out, "search_duration_seconds_bucket{{le=\"+Inf\"}} {cumulative}");
+                    let _ = writeln!(
+                        out,
+                        "search_duration_seconds_bucket{{le=\"+Inf\"}} {cumulative}"
+                    );
                 }
             }
         }
@@ -134,12 +152,22 @@ impl Metrics {
         let _ = writeln!(out, "search_duration_seconds_sum {sum}");
         let _ = writeln!(out, "search_duration_seconds_count {cumulative}");
 
-        feed_family(&mut out, feeds, "search_feed_fetches_total", "counter", "Fetches of each feed (including failed ones).", |f| {
-            Some(f.fetches as f64)
-        });
-        feed_family(&mut out, feeds, "search_feed_failures_total", "counter", "Failed fetches or parses of each feed.", |f| {
-            Some(f.failures as f64)
-        });
+        feed_family(
+            &mut out,
+            feeds,
+            "search_feed_fetches_total",
+            "counter",
+            "Fetches of each feed (including failed ones).",
+            |f| Some(f.fetches as f64),
+        );
+        feed_family(
+            &mut out,
+            feeds,
+            "search_feed_failures_total",
+            "counter",
+            "Failed fetches or parses of each feed.",
+            |f| Some(f.failures as f64),
+        );
         feed_family(
             &mut out,
             feeds,
@@ -152,9 +180,14 @@ impl Metrics {
                     .map(|d| d.as_secs_f64())
             },
         );
-        feed_family(&mut out, feeds, "search_feed_items", "gauge", "Items in each feed's cached copy.", |f| {
-            Some(f.items as f64)
-        });
+        feed_family(
+            &mut out,
+            feeds,
+            "search_feed_items",
+            "gauge",
+            "Items in each feed's cached copy.",
+            |f| Some(f.items as f64),
+        );
         out
     }
 }
@@ -216,16 +249,41 @@ mod tests {
             items: 42,
         }];
         let text = m.render(&feeds);
-        assert!(text.contains("search_http_requests_total{route=\"POST /search\",status=\"200\"} 2\n"), "{text}");
-        assert!(text.contains("search_http_requests_total{route=\"GET /api/search\",status=\"400\"} 1\n"));
-        assert!(text.contains("search_duration_seconds_bucket{le=\"0.000025\"} 0\n"), "{text}");
-        assert!(text.contains("search_duration_seconds_bucket{le=\"0.00005\"} 1\n"), "{text}");
-        assert!(text.contains("search_duration_seconds_bucket{le=\"10\"} 1\n"), "{text}");
+        assert!(
+            text.contains("search_http_requests_total{route=\"POST /search\",status=\"200\"} 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "search_http_requests_total{route=\"GET /api/search\",status=\"400\"} 1\n"
+            )
+        );
+        assert!(
+            text.contains("search_duration_seconds_bucket{le=\"0.000025\"} 0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("search_duration_seconds_bucket{le=\"0.00005\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("search_duration_seconds_bucket{le=\"10\"} 1\n"),
+            "{text}"
+        );
         assert!(text.contains("search_duration_seconds_bucket{le=\"+Inf\"} 2\n"));
         assert!(text.contains("search_duration_seconds_count 2\n"));
-        assert!(text.contains("search_feed_fetches_total{source=\"cnn\",feed=\"http://x/\\\"a\\\"\\n\"} 3\n"), "{text}");
-        assert!(text.contains("search_feed_failures_total{source=\"cnn\",feed=\"http://x/\\\"a\\\"\\n\"} 1\n"));
+        assert!(
+            text.contains(
+                "search_feed_fetches_total{source=\"cnn\",feed=\"http://x/\\\"a\\\"\\n\"} 3\n"
+            ),
+            "{text}"
+        );
+        assert!(text.contains(
+            "search_feed_failures_total{source=\"cnn\",feed=\"http://x/\\\"a\\\"\\n\"} 1\n"
+        ));
         assert!(text.contains("search_feed_last_success_timestamp_seconds{source=\"cnn\",feed=\"http://x/\\\"a\\\"\\n\"} 1700000000\n"));
-        assert!(text.contains("search_feed_items{source=\"cnn\",feed=\"http://x/\\\"a\\\"\\n\"} 42\n"));
+        assert!(
+            text.contains("search_feed_items{source=\"cnn\",feed=\"http://x/\\\"a\\\"\\n\"} 42\n")
+        );
     }
 }

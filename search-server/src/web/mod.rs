@@ -63,7 +63,11 @@ pub enum WebError {
     #[error(transparent)]
     Query(#[from] QueryError),
     #[error("parameter {name}={value:?} is not valid: {expected}")]
-    BadParam { name: &'static str, value: String, expected: &'static str },
+    BadParam {
+        name: &'static str,
+        value: String,
+        expected: &'static str,
+    },
     #[error("missing parameter term: add ?term=WORD")]
     MissingTerm,
     #[error("no source selected: tick at least one of the sources")]
@@ -97,7 +101,8 @@ impl WebError {
         };
         let mut resp = text_response(status, "text/plain; charset=utf-8", format!("{self}\n"));
         if let Some(allow) = allow {
-            resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
+            resp.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static(allow));
         }
         resp
     }
@@ -105,7 +110,11 @@ impl WebError {
 
 impl App {
     pub fn new(cache: Arc<FeedCache>) -> Arc<Self> {
-        Arc::new(Self { cache, metrics: Metrics::default(), next_request_id: AtomicU64::new(1) })
+        Arc::new(Self {
+            cache,
+            metrics: Metrics::default(),
+            next_request_id: AtomicU64::new(1),
+        })
     }
 
     pub fn cache(&self) -> &Arc<FeedCache> {
@@ -137,7 +146,11 @@ impl App {
             let started = Instant::now();
             let (route, resp) = self.route(req).await;
             self.metrics.count_request(route, resp.status());
-            tracing::debug!(status = resp.status().as_u16(), elapsed_us = started.elapsed().as_micros() as u64, "done");
+            tracing::debug!(
+                status = resp.status().as_u16(),
+                elapsed_us = started.elapsed().as_micros() as u64,
+                "done"
+            );
             resp
         }
         .instrument(span)
@@ -161,7 +174,10 @@ impl App {
             "/static/style.css" => Route::Static,
             _ => Route::Other,
         };
-        let not_allowed = |allow| WebError::MethodNotAllowed { method: req.method().clone(), allow };
+        let not_allowed = |allow| WebError::MethodNotAllowed {
+            method: req.method().clone(),
+            allow,
+        };
         let resp = match route {
             Route::SearchPost => self.search_page(req).await,
             Route::SearchPage if get => self.search_page(req).await,
@@ -177,14 +193,23 @@ impl App {
             Route::Api => self.api_search(&req).await,
             Route::Metrics => {
                 let text = self.metrics.render(&self.cache.stats());
-                text_response(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", text)
+                text_response(
+                    StatusCode::OK,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    text,
+                )
             }
             Route::Healthz => text_response(StatusCode::OK, "text/plain; charset=utf-8", "ok\n"),
             Route::Static => {
-                let mut resp =
-                    text_response(StatusCode::OK, "text/css; charset=utf-8", Bytes::from_static(STYLE_CSS.as_bytes()));
-                resp.headers_mut()
-                    .insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=3600"));
+                let mut resp = text_response(
+                    StatusCode::OK,
+                    "text/css; charset=utf-8",
+                    Bytes::from_static(STYLE_CSS.as_bytes()),
+                );
+                resp.headers_mut().insert(
+                    header::CACHE_CONTROL,
+                    HeaderValue::from_static("public, max-age=3600"),
+                );
                 resp
             }
             Route::Other => WebError::NotFound(path.to_owned()).into_plain_response(),
@@ -220,7 +245,15 @@ impl App {
         let query = match Query::new(term, form.checked.clone(), form.first) {
             Ok(Some(q)) => q,
             Ok(None) => return page::render(sources, &form, None, None, StatusCode::OK),
-            Err(e) => return page::render(sources, &form, None, Some(&WebError::from(e)), StatusCode::BAD_REQUEST),
+            Err(e) => {
+                return page::render(
+                    sources,
+                    &form,
+                    None,
+                    Some(&WebError::from(e)),
+                    StatusCode::BAD_REQUEST,
+                );
+            }
         };
         if form.checked.is_empty() {
             let e = WebError::NoSourceSelected;
@@ -228,7 +261,13 @@ impl App {
         }
         let outcome = search::run(self.cache.as_ref(), sources, &query).await;
         self.metrics.observe_search(outcome.elapsed);
-        page::render(sources, &form, Some((&query, &outcome)), None, StatusCode::OK)
+        page::render(
+            sources,
+            &form,
+            Some((&query, &outcome)),
+            None,
+            StatusCode::OK,
+        )
     }
 
     /// `GET /api/search?term=..&sources=cnn,bbc&first=false`: the same search as JSON.
@@ -253,19 +292,26 @@ where
     B::Error: std::error::Error + Send + Sync + 'static,
 {
     let headers = req.headers();
-    if let Some(len) = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()) {
-        if len.parse::<u64>().is_ok_and(|n| n > MAX_BODY_BYTES as u64) {
-            return Err(WebError::BodyTooLarge);
-        }
+    if let Some(len) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        && len.parse::<u64>().is_ok_and(|n| n > MAX_BODY_BYTES as u64)
+    {
+        return Err(WebError::BodyTooLarge);
     }
-    let content_type = headers.get(header::CONTENT_TYPE).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-    let body = Limited::new(req.into_body(), MAX_BODY_BYTES).collect().await.map_err(|e| {
-        if e.downcast_ref::<LengthLimitError>().is_some() {
-            WebError::BodyTooLarge
-        } else {
-            WebError::BodyUnreadable(e.to_string())
-        }
-    })?;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let body = Limited::new(req.into_body(), MAX_BODY_BYTES)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.downcast_ref::<LengthLimitError>().is_some() {
+                WebError::BodyTooLarge
+            } else {
+                WebError::BodyUnreadable(e.to_string())
+            }
+        })?;
     let body = body.to_bytes();
     if let Some(ct) = content_type {
         let essence = ct.split(';').next().unwrap_or("").trim();
@@ -276,16 +322,29 @@ where
     Ok(body)
 }
 
-fn text_response(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> HttpResponse {
+fn text_response(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> HttpResponse {
     let mut resp = Response::new(Full::new(body.into()));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    resp.headers_mut().insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp.headers_mut().insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     resp
 }
 
 fn redirect(to: &'static str) -> HttpResponse {
-    let mut resp = text_response(StatusCode::FOUND, "text/plain; charset=utf-8", format!("see {to}\n"));
-    resp.headers_mut().insert(header::LOCATION, HeaderValue::from_static(to));
+    let mut resp = text_response(
+        StatusCode::FOUND,
+        "text/plain; charset=utf-8",
+        format!("see {to}\n"),
+    );
+    resp.headers_mut()
+        .insert(header::LOCATION, HeaderValue::from_static(to));
     resp
 }

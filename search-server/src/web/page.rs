@@ -37,7 +37,8 @@ impl SearchPage<'_> {
         let link = item.link.as_deref()?;
         let scheme_end = link.find(':')?;
         let scheme = &link[..scheme_end];
-        (scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https")).then_some(link)
+        (scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https"))
+            .then_some(link)
     }
 }
 
@@ -57,13 +58,19 @@ pub fn render(
         term: form.term.as_deref().unwrap_or(""),
         sources: sources
             .iter()
-            .map(|s| SourceBox { id: &s.id, name: &s.name, checked: form.is_checked(&s.id) })
+            .map(|s| SourceBox {
+                id: &s.id,
+                name: &s.name,
+                checked: form.is_checked(&s.id),
+            })
             .collect(),
         first: form.first,
         query: searched.map(|(q, _)| q),
         outcome: searched.map(|(_, o)| o),
         error: error.map(ToString::to_string),
-        elapsed: searched.map(|(_, o)| format_elapsed(o.elapsed)).unwrap_or_default(),
+        elapsed: searched
+            .map(|(_, o)| format_elapsed(o.elapsed))
+            .unwrap_or_default(),
     };
     let mut buf = String::with_capacity(estimate(searched.map(|(_, o)| o)));
     match page.render_into(&mut buf) {
@@ -86,7 +93,10 @@ pub fn render(
             "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; base-uri 'none'; frame-ancestors 'none'",
         ),
     );
-    resp.headers_mut().insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    resp.headers_mut().insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     resp
 }
 
@@ -95,7 +105,12 @@ fn estimate(outcome: Option<&Outcome>) -> usize {
         o.sources
             .iter()
             .flat_map(|s| s.hits())
-            .map(|i| HIT_MARKUP_BYTES + i.title.len() + i.description.len() + i.link.as_ref().map_or(0, String::len))
+            .map(|i| {
+                HIT_MARKUP_BYTES
+                    + i.title.len()
+                    + i.description.len()
+                    + i.link.as_ref().map_or(0, String::len)
+            })
             .sum::<usize>()
     });
     // Escaping grows text a little; an eighth more avoids most regrowth.
@@ -104,7 +119,13 @@ fn estimate(outcome: Option<&Outcome>) -> usize {
 
 fn format_elapsed(d: std::time::Duration) -> String {
     let ms = d.as_secs_f64() * 1000.0;
-    if ms < 10.0 { format!("{ms:.2} ms") } else if ms < 1000.0 { format!("{ms:.0} ms") } else { format!("{:.2} s", ms / 1000.0) }
+    if ms < 10.0 {
+        format!("{ms:.2} ms")
+    } else if ms < 1000.0 {
+        format!("{ms:.0} ms")
+    } else {
+        format!("{:.2} s", ms / 1000.0)
+    }
 }
 
 #[cfg(test)]
@@ -114,31 +135,60 @@ mod tests {
     use std::time::Duration;
 
     fn sources() -> Vec<Source> {
-        vec![Source { id: "cnn".into(), name: "CNN".into(), feeds: vec![FeedLocation::Url("http://x".into())] }]
+        vec![Source {
+            id: "cnn".into(),
+            name: "CNN".into(),
+            feeds: vec![FeedLocation::Url("http://x".into())],
+        }]
     }
 
     fn body(resp: HttpResponse) -> String {
         use http_body_util::BodyExt;
-        let bytes = futures_util::FutureExt::now_or_never(resp.into_body().collect()).unwrap().unwrap().to_bytes();
+        let bytes = futures_util::FutureExt::now_or_never(resp.into_body().collect())
+            .unwrap()
+            .unwrap()
+            .to_bytes();
         String::from_utf8(bytes.to_vec()).unwrap()
     }
 
     #[test]
     fn request_values_are_escaped() {
-        let form = Form { term: Some("\"><script>alert(1)</script>".into()), checked: vec!["cnn".into()], first: true };
+        let form = Form {
+            term: Some("\"><script>alert(1)</script>".into()),
+            checked: vec!["cnn".into()],
+            first: true,
+        };
         let html = body(render(&sources(), &form, None, None, StatusCode::OK));
         assert!(!html.contains("<script>alert"), "{html}");
-        assert!(html.contains("&#34;&#62;&#60;script&#62;") || html.contains("&quot;&gt;&lt;script&gt;"), "{html}");
+        assert!(
+            html.contains("&#34;&#62;&#60;script&#62;")
+                || html.contains("&quot;&gt;&lt;script&gt;"),
+            "{html}"
+        );
         assert!(html.contains(r#"name="cnn" checked"#));
         assert!(html.contains(r#"name="first" checked"#));
     }
 
     #[test]
     fn only_http_links_become_hrefs() {
-        let page = SearchPage { term: "", sources: vec![], first: false, query: None, outcome: None, error: None, elapsed: String::new() };
+        let page = SearchPage {
+            term: "",
+            sources: vec![],
+            first: false,
+            query: None,
+            outcome: None,
+            error: None,
+            elapsed: String::new(),
+        };
         let item = |l: &str| Item::new("t".into(), Some(l.into()), String::new());
-        assert_eq!(page.link_of(&item("https://example.com/a")), Some("https://example.com/a"));
-        assert_eq!(page.link_of(&item("HTTP://example.com/")), Some("HTTP://example.com/"));
+        assert_eq!(
+            page.link_of(&item("https://example.com/a")),
+            Some("https://example.com/a")
+        );
+        assert_eq!(
+            page.link_of(&item("HTTP://example.com/")),
+            Some("HTTP://example.com/")
+        );
         assert_eq!(page.link_of(&item("javascript:alert(1)")), None);
         assert_eq!(page.link_of(&item(" javascript:alert(1)")), None);
         assert_eq!(page.link_of(&item("data:text/html,x")), None);

@@ -20,14 +20,16 @@ impl Form {
                 self.term = Some(value.into_owned());
             } else if key == "first" {
                 self.first = ticked(&value);
-            } else if let Some(source) = sources.iter().find(|s| s.id == key) {
-                if ticked(&value) && !self.checked.contains(&source.id) {
-                    self.checked.push(source.id.clone());
-                }
+            } else if let Some(source) = sources.iter().find(|s| s.id == key)
+                && ticked(&value)
+                && !self.checked.contains(&source.id)
+            {
+                self.checked.push(source.id.clone());
             }
         }
         // Keep the configured order whatever order the parameters came in.
-        self.checked.sort_by_key(|id| sources.iter().position(|s| &s.id == id));
+        self.checked
+            .sort_by_key(|id| sources.iter().position(|s| &s.id == id));
     }
 
     pub fn is_checked(&self, source_id: &str) -> bool {
@@ -38,7 +40,10 @@ impl Form {
 /// A checkbox sends "on" when ticked (and nothing when not); accept the usual spellings of
 /// "no" for hand-made requests.
 fn ticked(value: &str) -> bool {
-    !matches!(value.to_ascii_lowercase().as_str(), "off" | "false" | "0" | "no")
+    !matches!(
+        value.to_ascii_lowercase().as_str(),
+        "off" | "false" | "0" | "no"
+    )
 }
 
 #[cfg(test)]
@@ -49,7 +54,11 @@ mod tests {
     fn sources() -> Vec<Source> {
         ["cnn", "bbc", "nyt"]
             .iter()
-            .map(|id| Source { id: (*id).into(), name: id.to_uppercase(), feeds: vec![FeedLocation::Url("http://x".into())] })
+            .map(|id| Source {
+                id: (*id).into(),
+                name: id.to_uppercase(),
+                feeds: vec![FeedLocation::Url("http://x".into())],
+            })
             .collect()
     }
 
@@ -57,7 +66,14 @@ mod tests {
     fn query_string_alone() {
         let mut f = Form::default();
         f.absorb(b"term=house&cnn=on&bbc=on&nyt=on", &sources());
-        assert_eq!(f, Form { term: Some("house".into()), checked: vec!["cnn".into(), "bbc".into(), "nyt".into()], first: false });
+        assert_eq!(
+            f,
+            Form {
+                term: Some("house".into()),
+                checked: vec!["cnn".into(), "bbc".into(), "nyt".into()],
+                first: false
+            }
+        );
     }
 
     #[test]

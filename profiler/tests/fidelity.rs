@@ -1,0 +1,606 @@
+//! Fidelity: the real `profiler record` binary, run as root against workloads of our own with
+//! known answers (profiler/examples), and against the loaded search server; the captures it
+//! writes are read back and checked for shares, thread labels, whole stacks, inlined frames and
+//! agreement with Linux `perf`. Shares are asserted with tolerances, never exact counts,
+//! addresses or timings.
+//!
+//! The tests run one at a time (a lock below) whatever `--test-threads` says: two recordings at
+//! once would share the two CPUs and skew each other's shares.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Mutex, MutexGuard};
+
+use profiler::profile::Profile;
+
+// ---------------------------------------------------------------------------------------------
+// Harness: root check, one test at a time, building workloads, running the profiler.
+
+fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn require_root() {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "fidelity tests load eBPF programs and need root: run `sudo -E cargo test -p profiler --test fidelity`"
+    );
+}
+
+/// The cargo target directory the test binary lives in (…/target/debug/deps/fidelity-…).
+fn target_dir() -> PathBuf {
+    let profiler = Path::new(env!("CARGO_BIN_EXE_profiler"));
+    profiler
+        .parent()
+        .and_then(Path::parent)
+        .expect("profiler binary inside a target directory")
+        .to_path_buf()
+}
+
+/// Compiles `profiler/examples/NAME.rs` optimized, with frame pointers and full debug info
+/// (what the workspace's release profile and `.cargo/config.toml` give the real services), by
+/// the rustc of the toolchain running this test. Building here rather than relying on
+/// `cargo test` having built examples keeps the flags fixed (the test profile does not
+/// optimize, and an `#[inline(always)]` test needs the optimizer) and takes about a second.
+fn workload(name: &str) -> PathBuf {
+    static BUILT: Mutex<BTreeMap<String, PathBuf>> = Mutex::new(BTreeMap::new());
+    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(path) = built.get(name) {
+        return path.clone();
+    }
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples")
+        .join(format!("{name}.rs"));
+    let dir = target_dir().join("fidelity-workloads");
+    std::fs::create_dir_all(&dir).expect("create the workload directory");
+    let out = dir.join(name);
+    let rustc = std::env::var_os("CARGO")
+        .map(|cargo| Path::new(&cargo).with_file_name("rustc"))
+        .filter(|rustc| rustc.exists())
+        .unwrap_or_else(|| PathBuf::from("rustc"));
+    let status = Command::new(&rustc)
+        .args([
+            "--edition",
+            "2024",
+            "-C",
+            "opt-level=3",
+            "-C",
+            "force-frame-pointers=yes",
+            "-C",
+            "debuginfo=2",
+        ])
+        .arg("--crate-name")
+        .arg(name)
+        .arg("-o")
+        .arg(&out)
+        .arg(&src)
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", rustc.display()));
+    assert!(
+        status.success(),
+        "building workload {} failed ({status})",
+        src.display()
+    );
+    built.insert(name.to_string(), out.clone());
+    out
+}
+
+fn profiler_cmd() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_profiler"))
+}
+
+/// Runs `profiler record ARGS` to completion; panics with its stderr when it fails.
+fn record(args: &[&str]) -> Output {
+    let out = profiler_cmd()
+        .arg("record")
+        .args(args)
+        .output()
+        .expect("run profiler record");
+    assert!(
+        out.status.success(),
+        "profiler record {args:?} failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// A started workload whose first stdout line is `NAME pid N`; killed when dropped.
+struct Workload {
+    child: Child,
+    lines: std::io::Lines<BufReader<std::process::ChildStdout>>,
+}
+
+impl Workload {
+    fn start(name: &str, args: &[&str]) -> Self {
+        let mut child = Command::new(workload(name))
+            .args(args)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start workload {name}: {e}"));
+        let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+        let first = lines
+            .next()
+            .expect("workload prints its pid")
+            .expect("read workload stdout");
+        assert!(
+            first.starts_with(&format!("{name} pid ")),
+            "unexpected first line {first:?}"
+        );
+        Self { child, lines }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn next_line(&mut self) -> String {
+        self.lines
+            .next()
+            .expect("workload line")
+            .expect("read workload stdout")
+    }
+
+    fn wait(mut self) {
+        let status = self.child.wait().expect("wait for workload");
+        assert!(status.success(), "workload failed: {status}");
+    }
+}
+
+impl Drop for Workload {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn scratch() -> tempfile::TempDir {
+    tempfile::tempdir().expect("temp dir")
+}
+
+fn load(path: &Path) -> Profile {
+    profiler::capture::read_capture(path)
+        .unwrap_or_else(|e| panic!("read capture {}: {e}", path.display()))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading a profile: sample counts by function, thread, and stack shape.
+
+/// Index of the `samples` value (one per sample hit), whatever else the capture carries.
+fn samples_index(p: &Profile) -> usize {
+    p.sample_types
+        .iter()
+        .position(|t| t.kind == "samples")
+        .unwrap_or_else(|| {
+            panic!(
+                "capture has no `samples` value type: {:?}",
+                p.sample_type_names()
+            )
+        })
+}
+
+fn total_samples(p: &Profile) -> i64 {
+    p.total(samples_index(p))
+}
+
+/// `crate::f::h0123456789abcdef` → `crate::f`: demanglers differ on keeping the hash.
+fn plain_name(name: &str) -> &str {
+    match name.rsplit_once("::h") {
+        Some((head, hash)) if hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            head
+        }
+        _ => name,
+    }
+}
+
+/// Share (percent of all samples) of samples with a frame named exactly `function`.
+fn inclusive_share(p: &Profile, function: &str) -> f64 {
+    share_where(p, |p, s| {
+        p.sample_frames(s)
+            .any(|f| plain_name(&f.function.name) == function)
+    })
+}
+
+fn share_where(p: &Profile, keep: impl Fn(&Profile, &profiler::profile::Sample) -> bool) -> f64 {
+    let vi = samples_index(p);
+    let total = p.total(vi);
+    assert!(total > 0, "the capture holds no samples");
+    let kept: i64 = p
+        .samples
+        .iter()
+        .filter(|s| keep(p, s))
+        .map(|s| s.values[vi])
+        .sum();
+    100.0 * kept as f64 / total as f64
+}
+
+/// Flat shares by symbol, as `perf report --no-children --sort symbol` counts them: the
+/// function that owns the sampled instruction (the outermost function of the leaf location, so
+/// code inlined into it counts for it).
+fn flat_symbol_shares(p: &Profile) -> HashMap<String, f64> {
+    let vi = samples_index(p);
+    let total = p.total(vi) as f64;
+    let mut shares = HashMap::new();
+    for s in &p.samples {
+        let Some(&leaf) = s.locations.first() else {
+            continue;
+        };
+        let Some(outer) = p.locations[leaf].lines.last() else {
+            continue;
+        };
+        let name = plain_name(&p.functions[outer.function].name).to_string();
+        *shares.entry(name).or_insert(0.0) += 100.0 * s.values[vi] as f64 / total;
+    }
+    shares
+}
+
+fn describe_top(shares: &HashMap<String, f64>, n: usize) -> String {
+    let mut v: Vec<_> = shares.iter().collect();
+    v.sort_by(|a, b| b.1.total_cmp(a.1));
+    v.iter()
+        .take(n)
+        .map(|(k, s)| format!("{s:6.2}%  {k}\n"))
+        .collect()
+}
+
+fn assert_share(p: &Profile, function: &str, expected: f64, tolerance: f64) {
+    let got = inclusive_share(p, function);
+    assert!(
+        (got - expected).abs() <= tolerance,
+        "{function}: {got:.2}% of {} samples, expected {expected}% ± {tolerance} points; top by symbol:\n{}",
+        total_samples(p),
+        describe_top(&flat_symbol_shares(p), 10)
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The tests.
+
+/// 60/30/10 CPU split over three non-inlined functions, 99 Hz, 6 s: shares within ±3 points.
+#[test]
+fn cpu_split_shares_are_60_30_10() {
+    require_root();
+    let _serial = serial();
+    let dir = scratch();
+    let cap = dir.path().join("cpu.pb.gz");
+    let exe = workload("cpu_split");
+    record(&[
+        "-F",
+        "99",
+        "-o",
+        cap.to_str().unwrap(),
+        "--",
+        exe.to_str().unwrap(),
+        "6",
+    ]);
+    let p = load(&cap);
+    // 6 s at 99 Hz is ~590 samples when the workload has a core to itself; on a busy machine it
+    // runs (and is sampled) less. Below 100 the shares would mean little.
+    let n = total_samples(&p);
+    assert!(
+        n >= 100,
+        "only {n} samples in 6 s at 99 Hz (about 590 expected on an idle core)"
+    );
+    eprintln!(
+        "cpu_split: {n} samples; by symbol:\n{}",
+        describe_top(&flat_symbol_shares(&p), 5)
+    );
+    assert_share(&p, "cpu_split::work_sixty", 60.0, 3.0);
+    assert_share(&p, "cpu_split::work_thirty", 30.0, 3.0);
+    assert_share(&p, "cpu_split::work_ten", 10.0, 3.0);
+}
+
+/// Threads started 1.5 s after the profiler attached are all sampled, each under its name.
+#[test]
+fn threads_started_after_attach_are_sampled_with_their_names() {
+    require_root();
+    let _serial = serial();
+    let dir = scratch();
+    let cap = dir.path().join("threads.pb.gz");
+    const THREADS: usize = 4;
+    let mut w = Workload::start("threads_late", &[&THREADS.to_string(), "1500", "2.5"]);
+    let pid = w.pid().to_string();
+    // Without --duration the recording ends when the target exits; 10 s only bounds a hang.
+    let recorder = profiler_cmd()
+        .args([
+            "record",
+            "--pid",
+            &pid,
+            "-F",
+            "99",
+            "--duration",
+            "10s",
+            "-o",
+            cap.to_str().unwrap(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start profiler record");
+    let spawned_line = w.next_line();
+    let spawned_at: i64 = spawned_line
+        .strip_prefix("spawned_at_unix_nanos ")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected workload line {spawned_line:?}"));
+    w.wait();
+    let out = recorder
+        .wait_with_output()
+        .expect("wait for profiler record");
+    assert!(
+        out.status.success(),
+        "profiler record failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let p = load(&cap);
+    assert!(
+        p.time_nanos > 0 && p.time_nanos < spawned_at,
+        "the recording started at {} ns, not before the threads were spawned at {spawned_at} ns: \
+         the profiler took over 1.5 s to attach, so this run does not test late threads",
+        p.time_nanos
+    );
+    let vi = samples_index(&p);
+    let mut by_thread: BTreeMap<String, i64> = BTreeMap::new();
+    let mut tids: BTreeMap<String, HashSet<i64>> = BTreeMap::new();
+    for s in &p.samples {
+        let name = s
+            .str_label("thread")
+            .unwrap_or("<no thread label>")
+            .to_string();
+        let tid = s
+            .num_label("tid")
+            .or_else(|| s.str_label("tid").and_then(|t| t.parse().ok()));
+        tids.entry(name.clone()).or_default().extend(tid);
+        *by_thread.entry(name).or_default() += s.values[vi];
+        // Every sample in the workers' function must carry a worker's name.
+        if p.sample_frames(s)
+            .any(|f| plain_name(&f.function.name) == "threads_late::busy_worker")
+        {
+            let label = s.str_label("thread");
+            assert!(
+                label.is_some_and(|l| l.starts_with("late-")),
+                "a busy_worker sample is labelled thread={label:?}"
+            );
+        }
+    }
+    let late_total: i64 = by_thread
+        .iter()
+        .filter(|(k, _)| k.starts_with("late-"))
+        .map(|(_, v)| v)
+        .sum();
+    let total = p.total(vi);
+    assert!(
+        late_total as f64 >= 0.9 * total as f64,
+        "the busy late threads hold only {late_total} of {total} samples: {by_thread:?}"
+    );
+    for i in 0..THREADS {
+        let name = format!("late-{i}");
+        let n = by_thread.get(&name).copied().unwrap_or(0);
+        // Four equal threads: each near a quarter; under half of that means one went missing
+        // for a large part of its life.
+        assert!(
+            n as f64 >= late_total as f64 / THREADS as f64 / 2.0,
+            "thread {name} has {n} of {late_total} worker samples: {by_thread:?}"
+        );
+        let ids = tids.get(&name).cloned().unwrap_or_default();
+        assert_eq!(
+            ids.len(),
+            1,
+            "thread {name} should have exactly one tid label, got {ids:?}"
+        );
+    }
+    let distinct: HashSet<i64> = (0..THREADS)
+        .flat_map(|i| tids[&format!("late-{i}")].clone())
+        .collect();
+    assert_eq!(
+        distinct.len(),
+        THREADS,
+        "each worker has its own tid: {tids:?}"
+    );
+}
+
+/// Frame-pointer stacks are whole (≥ 99% reach `main` or the thread start), and the
+/// `#[inline(always)]` hot function shows as an inlined frame under its caller.
+#[test]
+fn frame_pointer_stacks_are_whole_and_inlined_frames_show() {
+    require_root();
+    let _serial = serial();
+    let dir = scratch();
+    let cap = dir.path().join("deep.pb.gz");
+    let exe = workload("deep_inline");
+    record(&[
+        "-F",
+        "99",
+        "-o",
+        cap.to_str().unwrap(),
+        "--",
+        exe.to_str().unwrap(),
+        "5",
+    ]);
+    let p = load(&cap);
+    let n = total_samples(&p);
+    assert!(
+        n >= 100,
+        "only {n} samples in 5 s at 99 Hz on two busy threads (about 990 on two idle cores)"
+    );
+
+    let rooted = |p: &Profile, s: &profiler::profile::Sample| {
+        p.sample_frames(s).any(|f| {
+            let name = plain_name(&f.function.name);
+            name == "deep_inline::main" || name.contains("thread_start") || name == "start_thread"
+        })
+    };
+    let whole = share_where(&p, rooted);
+    let truncated: Vec<String> = p
+        .samples
+        .iter()
+        .filter(|s| !rooted(&p, s))
+        .take(5)
+        .map(|s| {
+            p.sample_frames(s)
+                .map(|f| f.function.name.clone())
+                .collect::<Vec<_>>()
+                .join(";")
+        })
+        .collect();
+    assert!(
+        whole >= 99.0,
+        "only {whole:.2}% of stacks reach main or the thread start; e.g.:\n{}",
+        truncated.join("\n")
+    );
+
+    // The hot loop: checksum_block, inlined into level_8, under the whole chain of levels.
+    let chain: Vec<String> = (1..=8).map(|i| format!("deep_inline::level_{i}")).collect();
+    let mut inlined_hits = 0i64;
+    let vi = samples_index(&p);
+    for s in &p.samples {
+        let frames: Vec<_> = p.sample_frames(s).collect();
+        let Some(pos) = frames
+            .iter()
+            .position(|f| plain_name(&f.function.name) == "deep_inline::checksum_block")
+        else {
+            continue;
+        };
+        assert!(
+            frames[pos].inlined,
+            "checksum_block is #[inline(always)] but shows as a real frame"
+        );
+        let callers: Vec<&str> = frames[..pos]
+            .iter()
+            .map(|f| plain_name(&f.function.name))
+            .collect();
+        let levels: Vec<&str> = callers
+            .iter()
+            .copied()
+            .filter(|n| n.starts_with("deep_inline::level_"))
+            .collect();
+        assert_eq!(
+            levels, chain,
+            "checksum_block's callers are not the whole chain: {callers:?}"
+        );
+        assert_eq!(
+            callers.last().copied(),
+            Some("deep_inline::level_8"),
+            "checksum_block is inlined into level_8"
+        );
+        inlined_hits += s.values[vi];
+    }
+    let share = 100.0 * inlined_hits as f64 / n as f64;
+    assert!(
+        share >= 80.0,
+        "checksum_block (the hot loop) holds only {share:.1}% of samples"
+    );
+}
+
+/// Parses `perf report --stdio --no-children -F overhead,sym` lines: `  59.72%  [.] name`.
+fn perf_symbol_shares(perf_data: &Path) -> HashMap<String, f64> {
+    let out = Command::new("perf")
+        .args([
+            "report",
+            "--stdio",
+            "--no-children",
+            "-F",
+            "overhead,sym",
+            "--percent-limit",
+            "0",
+            "-i",
+        ])
+        .arg(perf_data)
+        .output()
+        .expect("run perf report (Debian linux-perf, installed by scripts/setup.sh)");
+    assert!(
+        out.status.success(),
+        "perf report failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut shares = HashMap::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let line = line.trim();
+        if line.starts_with('#') || line.is_empty() {
+            continue;
+        }
+        let Some((pct, rest)) = line.split_once('%') else {
+            continue;
+        };
+        let Ok(pct) = pct.trim().parse::<f64>() else {
+            continue;
+        };
+        let Some((_, sym)) = rest.trim().split_once("] ") else {
+            continue;
+        };
+        *shares
+            .entry(plain_name(sym.trim()).to_string())
+            .or_insert(0.0) += pct;
+    }
+    shares
+}
+
+/// The same cpu_split run recorded at once by `perf record -F 99 -g` and by the profiler:
+/// perf's three top functions have the same shares in both, within 4 points.
+#[test]
+fn cpu_split_agrees_with_perf() {
+    require_root();
+    let _serial = serial();
+    let dir = scratch();
+    let cap = dir.path().join("cpu.pb.gz");
+    let perf_data = dir.path().join("perf.data");
+    let w = Workload::start("cpu_split", &["7"]);
+    let pid = w.pid().to_string();
+    let perf = Command::new("perf")
+        .args(["record", "-q", "-F", "99", "-g", "-p", &pid, "-o"])
+        .arg(&perf_data)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start perf record (Debian linux-perf, installed by scripts/setup.sh)");
+    record(&[
+        "--pid",
+        &pid,
+        "-F",
+        "99",
+        "--duration",
+        "5s",
+        "-o",
+        cap.to_str().unwrap(),
+    ]);
+    w.wait();
+    let perf_out = perf.wait_with_output().expect("wait for perf record");
+    assert!(
+        perf_out.status.success(),
+        "perf record failed:\n{}",
+        String::from_utf8_lossy(&perf_out.stderr)
+    );
+
+    let ours = flat_symbol_shares(&load(&cap));
+    let theirs = perf_symbol_shares(&perf_data);
+    let mut top: Vec<(&String, &f64)> = theirs.iter().collect();
+    top.sort_by(|a, b| b.1.total_cmp(a.1));
+    let top: Vec<_> = top.into_iter().take(3).collect();
+    let names: HashSet<&str> = top.iter().map(|(k, _)| k.as_str()).collect();
+    let expected: HashSet<&str> = [
+        "cpu_split::work_sixty",
+        "cpu_split::work_thirty",
+        "cpu_split::work_ten",
+    ]
+    .into();
+    assert_eq!(
+        names,
+        expected,
+        "perf's top three are not the workload's functions:\n{}",
+        describe_top(&theirs, 6)
+    );
+    for (name, perf_share) in top {
+        let our_share = ours.get(name).copied().unwrap_or(0.0);
+        assert!(
+            (our_share - perf_share).abs() <= 4.0,
+            "{name}: profiler {our_share:.2}% vs perf {perf_share:.2}%\nprofiler top:\n{}perf top:\n{}",
+            describe_top(&ours, 6),
+            describe_top(&theirs, 6)
+        );
+    }
+}
