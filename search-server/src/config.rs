@@ -9,6 +9,7 @@ use clap::Parser;
 
 use crate::feeds::sources::{self, SourcesError};
 use crate::feeds::{CacheOptions, Source};
+use crate::search::Matching;
 use crate::server::ServerOptions;
 
 /// A search engine over RSS news feeds (CNN, BBC, NYT), with a web page and a JSON API.
@@ -36,6 +37,13 @@ pub struct Cli {
     /// A client must send a whole request head within this time, or it is disconnected.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = positive_duration)]
     pub header_timeout: Duration,
+
+    /// Deliberately slower matching, for the compare walkthrough.
+    ///
+    /// Every search lowercases every item again (`search::matching::naive_match`): the same
+    /// results for more CPU, a regression for `profiler diff` to find by name.
+    #[arg(long)]
+    pub slow_search: bool,
 }
 
 /// The `--feeds` choice.
@@ -90,6 +98,14 @@ impl Cli {
         }
     }
 
+    pub fn matching(&self) -> Matching {
+        if self.slow_search {
+            Matching::Naive
+        } else {
+            Matching::Fast
+        }
+    }
+
     pub fn server_options(&self) -> ServerOptions {
         ServerOptions {
             header_read_timeout: self.header_timeout,
@@ -114,6 +130,15 @@ mod tests {
         assert_eq!(cli.cache_ttl, Duration::from_secs(900));
         assert_eq!(cli.cache_options().ttl, Duration::from_secs(900));
         assert_eq!(cli.sources().unwrap().len(), 3);
+        assert_eq!(cli.matching(), Matching::Fast);
+    }
+
+    #[test]
+    fn slow_search_picks_the_naive_matcher() {
+        assert_eq!(
+            parse(&["--slow-search"]).unwrap().matching(),
+            Matching::Naive
+        );
     }
 
     #[test]

@@ -50,7 +50,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         .local_addr()
         .context("listener has no local address")?;
     tracing::info!("listening on http://{addr}/search");
-    let app = web::App::new(cache);
+    let matching = cli.matching();
+    if cli.slow_search {
+        tracing::info!("--slow-search: matching with search::matching::naive_match");
+    }
+    let app = web::App::with_matching(cache, matching);
     server::serve(listener, app, cli.server_options(), shutdown_signal()).await;
     Ok(())
 }

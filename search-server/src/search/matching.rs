@@ -1,4 +1,9 @@
-//! Matching one source's feed snapshots against a compiled term: the CPU hot path of a search.
+//! Matching one source's feed snapshots against a term: the CPU hot path of a search, in
+//! two versions. The fast one ([`match_snapshots`]) finds a precompiled term in text that was
+//! lowercased once at parse time; the naive one ([`naive_match`], chosen by
+//! `search-server --slow-search`) redoes the lowercasing per request and per item, as a first
+//! implementation would, so that the profiler's compare walkthrough has a real regression to
+//! find by name. Both return the same hits.
 
 use std::sync::Arc;
 
@@ -6,8 +11,20 @@ use memchr::memmem::Finder;
 
 use crate::feeds::FeedSnapshot;
 
+/// Which matching a server uses for every search.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Matching {
+    /// [`match_snapshots`]: precompiled finder over the parse-time folded text.
+    #[default]
+    Fast,
+    /// [`naive_match`]: lowercase again per item per request, then `str::contains`.
+    Naive,
+}
+
 /// Positions (snapshot index, item index) of the items whose folded text contains the term,
 /// in feed order then item order. Snapshots without a good copy contribute nothing.
+// Kept out of line so that profiles name it beside `naive_match`.
+#[inline(never)]
 pub fn match_snapshots(finder: &Finder<'_>, snapshots: &[Arc<FeedSnapshot>]) -> Vec<(u32, u32)> {
     let mut hits = Vec::new();
     for (f, snap) in snapshots.iter().enumerate() {
@@ -17,6 +34,29 @@ pub fn match_snapshots(finder: &Finder<'_>, snapshots: &[Arc<FeedSnapshot>]) -> 
         for (i, item) in feed.items.iter().enumerate() {
             if finder.find(item.folded.as_bytes()).is_some() {
                 // Feeds are capped far below u32::MAX items by the fetch body size limit.
+                hits.push((f as u32, i as u32));
+            }
+        }
+    }
+    hits
+}
+
+/// The deliberately slow matching of `--slow-search`: the same hits as [`match_snapshots`]
+/// for the same `folded_term` (the query's lowercased term), found the naive way. Every call
+/// lowercases every item's title and description again (two allocations per item) and
+/// searches them with `str::contains`. The folded term never holds a newline, so matching
+/// title and description apart equals matching their newline-joined folded text.
+#[inline(never)]
+pub fn naive_match(folded_term: &str, snapshots: &[Arc<FeedSnapshot>]) -> Vec<(u32, u32)> {
+    let mut hits = Vec::new();
+    for (f, snap) in snapshots.iter().enumerate() {
+        let Some(feed) = snap.feed.as_deref() else {
+            continue;
+        };
+        for (i, item) in feed.items.iter().enumerate() {
+            let title = item.title.to_lowercase();
+            let description = item.description.to_lowercase();
+            if title.contains(folded_term) || description.contains(folded_term) {
                 hits.push((f as u32, i as u32));
             }
         }
@@ -88,5 +128,48 @@ mod tests {
         let good = snapshot(vec![Item::new("house".into(), None, String::new())]);
         let finder = Finder::new(b"house");
         assert_eq!(match_snapshots(&finder, &[empty, good]), vec![(1, 0)]);
+    }
+
+    #[test]
+    fn naive_and_fast_agree_on_the_embedded_set() {
+        let snaps: Vec<Arc<FeedSnapshot>> = crate::feeds::sources::embedded()
+            .iter()
+            .flat_map(|s| s.feeds.iter())
+            .map(|loc| {
+                let crate::feeds::FeedLocation::Embedded { name, bytes } = loc else {
+                    panic!("the embedded set holds only embedded feeds");
+                };
+                let feed = crate::feeds::parse(bytes).expect("embedded feeds parse");
+                Arc::new(FeedSnapshot {
+                    location: (*name).into(),
+                    feed: Some(Arc::new(feed)),
+                    error: None,
+                })
+            })
+            .collect();
+        let terms = [
+            "house",
+            "HOUSE",
+            "market",
+            "storm",
+            "white house",
+            "é",
+            "the",
+            "z",
+            "no-such-word",
+        ];
+        for term in terms {
+            let folded = crate::search::Query::new(term, vec![], false)
+                .unwrap()
+                .unwrap()
+                .folded()
+                .to_owned();
+            let fast = match_snapshots(&Finder::new(folded.as_bytes()), &snaps);
+            let naive = naive_match(&folded, &snaps);
+            assert_eq!(fast, naive, "term {term:?}");
+            if term.eq_ignore_ascii_case("house") {
+                assert!(fast.len() >= 10, "house hits {} items", fast.len());
+            }
+        }
     }
 }

@@ -3,9 +3,10 @@
 //!
 //! Matching is a case-insensitive substring search: the term is lowercased once per query
 //! and found with a precompiled `memchr::memmem::Finder` in each item's `folded` text, which
-//! the feeds module lowercased when the feed was parsed.
+//! the feeds module lowercased when the feed was parsed. `--slow-search` swaps in
+//! [`matching::naive_match`] instead (see [`Matching`]).
 
-mod matching;
+pub mod matching;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,7 +15,7 @@ use futures_util::future::join_all;
 
 use crate::feeds::{FeedSnapshot, Item, Source};
 
-pub use matching::match_snapshots;
+pub use matching::{Matching, match_snapshots, naive_match};
 
 /// Longest accepted term, in characters (not bytes).
 pub const MAX_TERM_CHARS: usize = 256;
@@ -161,7 +162,13 @@ impl Outcome {
 
 /// Runs `query` over the selected `sources` (in their configured order). The sources are
 /// searched concurrently: one slow origin does not hold up the others' cache lookups.
-pub async fn run(snapshots: &impl Snapshots, sources: &[Source], query: &Query) -> Outcome {
+/// `matching` picks the fast or the deliberately naive matcher; both find the same hits.
+pub async fn run(
+    snapshots: &impl Snapshots,
+    sources: &[Source],
+    query: &Query,
+    matching: Matching,
+) -> Outcome {
     let started = Instant::now();
     let finder = memchr::memmem::Finder::new(query.folded.as_bytes());
     let finder = &finder;
@@ -173,7 +180,10 @@ pub async fn run(snapshots: &impl Snapshots, sources: &[Source], query: &Query) 
                 Some(snaps) => (snaps, false),
                 None => (Vec::new(), true),
             };
-            let hits = match_snapshots(finder, &snaps);
+            let hits = match matching {
+                Matching::Fast => match_snapshots(finder, &snaps),
+                Matching::Naive => naive_match(&query.folded, &snaps),
+            };
             let notes = notes_of(&snaps);
             SourceResult {
                 id: source.id.clone(),
@@ -306,7 +316,7 @@ mod tests {
     async fn results_in_source_then_feed_then_item_order() {
         let (snaps, sources) = world();
         let q = Query::new("house", all(), false).unwrap().unwrap();
-        let o = run(&snaps, &sources, &q).await;
+        let o = run(&snaps, &sources, &q, Matching::Fast).await;
         let want = [
             ("cnn", "White House talks"),
             ("cnn", "Houseboat"),
@@ -325,7 +335,7 @@ mod tests {
     async fn notes_say_stale_or_unavailable() {
         let (snaps, sources) = world();
         let q = Query::new("house", all(), false).unwrap().unwrap();
-        let o = run(&snaps, &sources, &q).await;
+        let o = run(&snaps, &sources, &q, Matching::Fast).await;
         let nyt = &o.sources[2];
         assert_eq!(nyt.notes.len(), 2);
         assert!(nyt.notes[0].stale, "nyt-1 still has its old copy");
@@ -337,15 +347,20 @@ mod tests {
     async fn first_keeps_only_the_first_source_with_hits() {
         let (snaps, sources) = world();
         let q = Query::new("storm", all(), true).unwrap().unwrap();
-        let o = run(&snaps, &sources, &q).await;
+        let o = run(&snaps, &sources, &q, Matching::Fast).await;
         assert_eq!(titles(&o), vec![("bbc".to_string(), "Storm".to_string())]);
         let q = Query::new("house", all(), true).unwrap().unwrap();
-        let o = run(&snaps, &sources, &q).await;
+        let o = run(&snaps, &sources, &q, Matching::Fast).await;
         assert_eq!(o.sources.len(), 1);
         assert_eq!(o.sources[0].id, "cnn");
         assert_eq!(o.notes.len(), 2, "notes of dropped sources are kept");
         let q = Query::new("nothing-matches", all(), true).unwrap().unwrap();
-        assert!(run(&snaps, &sources, &q).await.sources.is_empty());
+        assert!(
+            run(&snaps, &sources, &q, Matching::Fast)
+                .await
+                .sources
+                .is_empty()
+        );
     }
 
     #[tokio::test]
@@ -354,7 +369,7 @@ mod tests {
         let q = Query::new("house", vec!["bbc".into()], false)
             .unwrap()
             .unwrap();
-        let o = run(&snaps, &sources, &q).await;
+        let o = run(&snaps, &sources, &q, Matching::Fast).await;
         assert_eq!(
             titles(&o),
             vec![("bbc".to_string(), "Greenhouse gas".to_string())]

@@ -20,7 +20,7 @@ use tracing::Instrument;
 
 use crate::feeds::cache::FeedCache;
 use crate::feeds::{FeedSnapshot, Source};
-use crate::search::{self, Query, QueryError, Snapshots};
+use crate::search::{self, Matching, Query, QueryError, Snapshots};
 
 pub use metrics::{Metrics, Route};
 
@@ -36,6 +36,7 @@ pub type HttpResponse = Response<Full<Bytes>>;
 #[derive(Debug)]
 pub struct App {
     cache: Arc<FeedCache>,
+    matching: Matching,
     metrics: Metrics,
     next_request_id: AtomicU64,
 }
@@ -110,8 +111,14 @@ impl WebError {
 
 impl App {
     pub fn new(cache: Arc<FeedCache>) -> Arc<Self> {
+        Self::with_matching(cache, Matching::Fast)
+    }
+
+    /// An app whose searches use `matching` (`Matching::Naive` is `--slow-search`).
+    pub fn with_matching(cache: Arc<FeedCache>, matching: Matching) -> Arc<Self> {
         Arc::new(Self {
             cache,
+            matching,
             metrics: Metrics::default(),
             next_request_id: AtomicU64::new(1),
         })
@@ -259,7 +266,7 @@ impl App {
             let e = WebError::NoSourceSelected;
             return page::render(sources, &form, None, Some(&e), e.status());
         }
-        let outcome = search::run(self.cache.as_ref(), sources, &query).await;
+        let outcome = search::run(self.cache.as_ref(), sources, &query, self.matching).await;
         self.metrics.observe_search(outcome.elapsed);
         page::render(
             sources,
@@ -278,7 +285,7 @@ impl App {
             Ok(v) => v,
             Err(e) => return api::error(&e),
         };
-        let outcome = search::run(self.cache.as_ref(), sources, &query).await;
+        let outcome = search::run(self.cache.as_ref(), sources, &query, self.matching).await;
         self.metrics.observe_search(outcome.elapsed);
         api::render(&query, &selected, &outcome)
     }
