@@ -604,3 +604,177 @@ fn cpu_split_agrees_with_perf() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// The loaded search server.
+
+/// A child process killed and reaped when dropped, so every exit path of a test (a failed
+/// assertion included) stops what it started.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The release search-server, as `cargo build --release` leaves it: `SEARCH_SERVER_BIN` if set,
+/// else next to this test's target directory (honours CARGO_TARGET_DIR), else the workspace's
+/// default `target/`. scripts/test.sh builds it before the tests run.
+fn search_server_bin() -> PathBuf {
+    const BUILD: &str = "cargo build --release -p search-server";
+    if let Some(path) = std::env::var_os("SEARCH_SERVER_BIN") {
+        let path = PathBuf::from(path);
+        assert!(
+            path.is_file(),
+            "SEARCH_SERVER_BIN={} is not a file: unset it or build the server with `{BUILD}`",
+            path.display()
+        );
+        return path;
+    }
+    let candidates = [
+        target_dir().join("release/search-server"),
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/search-server"),
+    ];
+    candidates
+        .iter()
+        .find(|p| p.is_file())
+        .cloned()
+        .unwrap_or_else(|| {
+            panic!(
+                "no release search-server at {} or {}: build it first with `{BUILD}` \
+                 (or point SEARCH_SERVER_BIN at one)",
+                candidates[0].display(),
+                candidates[1].display()
+            )
+        })
+}
+
+/// Starts the server on a free loopback port; returns it and the base URL it logged.
+fn start_search_server() -> (Reaped, String) {
+    let bin = search_server_bin();
+    let mut child = Reaped(
+        Command::new(&bin)
+            .args(["--listen", "127.0.0.1:0"])
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", bin.display())),
+    );
+    let mut lines = BufReader::new(child.0.stderr.take().expect("piped stderr")).lines();
+    let mut seen = Vec::new();
+    let base = loop {
+        let Some(Ok(line)) = lines.next() else {
+            panic!(
+                "search-server exited before it listened:\n{}",
+                seen.join("\n")
+            );
+        };
+        // `... listening on http://127.0.0.1:PORT/search`, possibly with colour codes.
+        if let Some(at) = line.find("listening on http://") {
+            let host_port: String = line[at + "listening on http://".len()..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | ':'))
+                .collect();
+            break format!("http://{host_port}");
+        }
+        seen.push(line);
+    };
+    // Keep draining its log so the server never blocks on a full pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    (child, base)
+}
+
+/// The server under the tutorial's load (oha, 4 connections, POST searches over all three
+/// sources), recorded for 5 s: the request path (hyper's dispatch, `search_server::web`) and
+/// the search itself (`search_server::search`) appear by name, and most samples are in the
+/// server's own code paths.
+#[test]
+fn loaded_search_server_shows_its_request_and_search_path() {
+    require_root();
+    let _serial = serial();
+    let dir = scratch();
+    let cap = dir.path().join("server.pb.gz");
+    let (server, base) = start_search_server();
+    let url = format!("{base}/search?term=house&cnn=on&bbc=on&nyt=on");
+    let oha_log = dir.path().join("oha.log");
+    let mut oha = Reaped(
+        Command::new("oha")
+            .args(["--no-tui", "-m", "POST", "-c", "4", "-z", "8s", &url])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&oha_log).expect("create oha.log"))
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("start oha (the load generator, installed by scripts/setup.sh): {e}")
+            }),
+    );
+    // Let the load reach a steady state before sampling.
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    record(&[
+        "--pid",
+        &server.0.id().to_string(),
+        "-F",
+        "99",
+        "--duration",
+        "5s",
+        "-o",
+        cap.to_str().unwrap(),
+    ]);
+    let status = oha.0.wait().expect("wait for oha");
+    assert!(
+        status.success(),
+        "oha failed ({status}): {}",
+        std::fs::read_to_string(&oha_log).unwrap_or_default()
+    );
+    drop(server);
+
+    let p = load(&cap);
+    let n = total_samples(&p);
+    // 5 s at 99 Hz with the server busy on up to two CPUs: hundreds of samples.
+    assert!(n >= 100, "only {n} samples of the loaded server in 5 s");
+    let under = |prefix: &'static str| {
+        move |p: &Profile, s: &profiler::profile::Sample| {
+            p.sample_frames(s)
+                .any(|f| plain_name(&f.function.name).starts_with(prefix))
+        }
+    };
+    let top = || describe_top(&flat_symbol_shares(&p), 15);
+    let server_share = share_where(&p, under("search_server::"));
+    let web_share = share_where(&p, under("search_server::web::"));
+    let search_share = share_where(&p, under("search_server::search::"));
+    let hyper_share = share_where(&p, under("hyper::proto::h1::dispatch::"));
+    eprintln!(
+        "search-server: {n} samples; under search_server {server_share:.1}%, web {web_share:.1}%, \
+         search {search_share:.1}%, hyper dispatch {hyper_share:.1}%; top by symbol:\n{}",
+        top()
+    );
+    assert!(
+        server_share > 20.0,
+        "only {server_share:.1}% of samples under search_server frames; top by symbol:\n{}",
+        top()
+    );
+    // Every search is a POST through hyper into the web routes and then the search: each layer
+    // holds a visible share, not a stray sample.
+    for (what, share) in [
+        ("search_server::web (request handling)", web_share),
+        ("search_server::search (matching)", search_share),
+        ("hyper::proto::h1::dispatch (HTTP/1 dispatch)", hyper_share),
+    ] {
+        assert!(
+            share >= 5.0,
+            "{what} holds only {share:.1}% of samples; top by symbol:\n{}",
+            top()
+        );
+    }
+    // Names, not addresses: the server is built with symbols, so almost nothing is unresolved.
+    let unresolved = share_where(&p, |p, s| {
+        p.sample_frames(s)
+            .any(|f| f.function.name.starts_with("search-server+0x"))
+    });
+    assert!(
+        unresolved < 5.0,
+        "{unresolved:.1}% of samples have unsymbolized search-server frames"
+    );
+}
