@@ -8,7 +8,7 @@ is deterministic (fixed seeds, fixed dates), so re-running this script reproduce
 files byte for byte. Run it from anywhere: `python3 search-server/feeds/generate.py`.
 
 The mix is tuned so that the tutorial's term "house" hits about 30 items across all sources
-(a result page of about 23 KB) and "market" and "storm" hit in every source; the script checks
+(a result page of about 23 KB, as the real feeds give) and "market" and "storm" hit in every source; the script checks
 those counts and fails if a change breaks them.
 """
 
@@ -206,6 +206,12 @@ EXTRA = [
     "Critics called the move overdue; supporters said it was \u201ca first step.\u201d",
     "It is the latest in a series of similar cases this year.",
     "Analysts cautioned against reading too much into a single month\u2019s figures.",
+    "A spokesperson declined to comment further, citing an ongoing review of the matter.",
+    "Residents interviewed on Tuesday said they had been expecting the decision for weeks.",
+    "Earlier coverage of the story drew thousands of comments from readers across the region.",
+    "The figures have not been independently verified and may be revised in the coming days.",
+    "Several people familiar with the discussions spoke on condition of anonymity.",
+    "A full statement is expected after a meeting scheduled for the end of the month.",
 ]
 
 
@@ -237,7 +243,7 @@ def items_for(rng, section, count, house_count):
         seed = rng.random()
         title = fill(random.Random(seed), title_t)
         body = fill(random.Random(seed), body_t)
-        extra = " ".join(rng.sample(EXTRA, rng.randint(1, 3)))
+        extra = " ".join(rng.sample(EXTRA, rng.randint(3, 5)))
         items.append((title, body, extra))
     return items
 
