@@ -121,6 +121,7 @@ fn bench(c: &mut Criterion) {
                 selection: Selection::default(),
                 normalize: false,
                 count: 15,
+                by_cum: false,
             };
             let t = diff_table(&pb, &pc, &opts).unwrap();
             let mut out = Vec::new();

@@ -162,8 +162,11 @@ pub struct ListArgs {
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:
   profiler diff base.pb.gz current.pb.gz -o diff.svg
+  profiler diff base.pb.gz current.pb.gz --cum     # which code paths grew, callees included
   profiler diff base.folded current.pb.gz --normalize
-  profiler diff base.pb.gz current.pb.gz --fail-if-regressed 5   # for CI")]
+  profiler diff base.pb.gz current.pb.gz --fail-if-regressed 5   # for CI
+  profiler diff heap-1.pb.gz heap-2.pb.gz --sample-type inuse_space
+Time types (cpu, samples, off-CPU) compare per second of capture, heap types as totals.")]
 pub struct DiffArgs {
     pub base: PathBuf,
     pub current: PathBuf,
@@ -175,10 +178,14 @@ pub struct DiffArgs {
     /// Scale both captures to the same total.
     #[arg(long)]
     pub normalize: bool,
+    /// Compare cumulative values (a function and all it calls) instead of flat ones.
+    #[arg(long)]
+    pub cum: bool,
     /// Rows in the change table.
     #[arg(short = 'n', long, default_value_t = 15)]
     pub count: usize,
-    /// Exit 3 when a function's share grew by more than PCT percentage points.
+    /// Exit 3 when a function's share (flat, or cum with --cum) grew by more than PCT
+    /// percentage points.
     #[arg(long, value_name = "PCT")]
     pub fail_if_regressed: Option<f64>,
     /// Format of the change table.
@@ -402,6 +409,12 @@ mod reading {
         // Compute first so a bad sample type is reported as itself, not as an I/O error.
         let stacks =
             crate::render::folded::fold(&profile, &opts).map_err(in_file(&args.capture))?;
+        if stacks.is_empty() && (args.filter.focus.is_some() || args.filter.ignore.is_some()) {
+            bail!(
+                "{}: no samples left after --focus/--ignore; loosen the regexes",
+                args.capture.display()
+            );
+        }
         to_stdout(|w| crate::render::folded::write_lines(&stacks, w))
     }
 
@@ -441,6 +454,7 @@ mod reading {
             },
             normalize: args.normalize,
             count: args.count,
+            by_cum: args.cum,
         };
         let table = diff_table(&base, &current, &opts)?;
         if let Some(out) = &args.output {

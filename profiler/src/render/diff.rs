@@ -19,6 +19,9 @@ pub struct DiffOptions {
     pub normalize: bool,
     /// Rows in the change table.
     pub count: usize,
+    /// Compare cumulative values (the function and everything it calls) instead of flat ones
+    /// (the function's own code): shows which code path grew rather than which leaf.
+    pub by_cum: bool,
 }
 
 /// How base and current values were made comparable.
@@ -33,10 +36,21 @@ pub enum Scaling {
     Totals,
 }
 
+/// Which value of a function the table compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Measure {
+    /// Samples whose leaf is the function.
+    Flat,
+    /// Samples with the function anywhere on the stack.
+    Cum,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DiffRow {
     pub function: String,
-    /// Flat value in base and current, after scaling (per second when `Scaling::PerSecond`).
+    /// Flat (or cum) value in base and current, after scaling (per second when
+    /// `Scaling::PerSecond`).
     pub base: f64,
     pub current: f64,
     pub delta: f64,
@@ -53,6 +67,7 @@ pub struct DiffRow {
 pub struct DiffTable {
     pub sample_type: ValueType,
     pub scaling: Scaling,
+    pub measure: Measure,
     pub base_total: f64,
     pub current_total: f64,
     /// All functions, ordered by how much their share moved (largest first).
@@ -138,12 +153,21 @@ pub fn diff_table(
     let (crows, ct) = function_totals(current, &sel)?;
     let t = current.sample_types[current.sample_type_index(Some(&kind)).expect("checked")].clone();
     let (scaling, bf, cf) = scaling(base, current, &t, bt, ct, opts.normalize);
+    let measure = if opts.by_cum {
+        Measure::Cum
+    } else {
+        Measure::Flat
+    };
+    let value = |r: &super::top::FunctionTotals| match measure {
+        Measure::Flat => r.flat,
+        Measure::Cum => r.cum,
+    };
     let mut both: HashMap<String, (i64, i64)> = HashMap::new();
     for r in brows {
-        both.entry(r.function).or_default().0 = r.flat;
+        both.entry(r.function.clone()).or_default().0 = value(&r);
     }
     for r in crows {
-        both.entry(r.function).or_default().1 = r.flat;
+        both.entry(r.function.clone()).or_default().1 = value(&r);
     }
     let share = |v: i64, total: i64| {
         if total == 0 {
@@ -180,6 +204,7 @@ pub fn diff_table(
     Ok(DiffTable {
         sample_type: t,
         scaling,
+        measure,
         base_total: bt as f64 * bf,
         current_total: ct as f64 * cf,
         rows,
@@ -217,6 +242,7 @@ impl DiffTable {
                     sample_type: &'a str,
                     unit: String,
                     scaling: Scaling,
+                    measure: Measure,
                     base_total: f64,
                     current_total: f64,
                     rows: &'a [DiffRow],
@@ -225,6 +251,7 @@ impl DiffTable {
                     sample_type: &self.sample_type.kind,
                     unit: self.unit_label(),
                     scaling: self.scaling,
+                    measure: self.measure,
                     base_total: self.base_total,
                     current_total: self.current_total,
                     rows,
@@ -264,7 +291,11 @@ impl DiffTable {
                 )?;
                 writeln!(
                     out,
-                    "Functions whose share of the total changed most (flat):"
+                    "Functions whose share of the total changed most ({}):",
+                    match self.measure {
+                        Measure::Flat => "flat: own code",
+                        Measure::Cum => "cum: with everything they call",
+                    }
                 )?;
                 let headers = ["base", "current", "delta", "delta%", "share", "change"];
                 let cells: Vec<[String; 6]> = rows

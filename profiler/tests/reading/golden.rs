@@ -168,6 +168,15 @@ fn diff_table_and_svg() {
     );
     let text = std::fs::read_to_string(&svg).unwrap();
     check_golden("diff.svg", &text);
+    // By cum: `run` (which calls both) grew with `matches`; `main` stays at 100%.
+    let cum = ok(&["diff", &cpu(), &slower(), "--cum"]);
+    check_golden("diff-cum.txt", &cum);
+    assert!(cum.contains("(cum: with everything they call)"), "{cum}");
+    let main_row = cum
+        .lines()
+        .find(|l| l.ends_with("  search_server::main"))
+        .unwrap();
+    assert!(main_row.contains("100.0%→100.0%"), "{cum}");
     check_golden(
         "diff-normalized.csv",
         &ok(&["diff", &cpu(), &slower(), "--normalize", "--format", "csv"]),

@@ -6,6 +6,7 @@ mod bad_input;
 mod fixtures;
 mod golden;
 mod interop;
+mod options;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
