@@ -78,6 +78,11 @@ impl Query {
         &self.folded
     }
 
+    /// The selected source ids, as given.
+    pub fn sources(&self) -> &[String] {
+        &self.sources
+    }
+
     pub fn first(&self) -> bool {
         self.first
     }

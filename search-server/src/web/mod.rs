@@ -20,7 +20,7 @@ use tracing::Instrument;
 
 use crate::feeds::cache::FeedCache;
 use crate::feeds::{FeedSnapshot, Source};
-use crate::search::{self, Matching, Query, QueryError, Snapshots};
+use crate::search::{self, Matching, Outcome, Query, QueryError, Snapshots};
 
 pub use metrics::{Metrics, Route};
 
@@ -289,6 +289,17 @@ impl App {
         self.metrics.observe_search(outcome.elapsed);
         api::render(&query, &selected, &outcome)
     }
+}
+
+/// The page `POST /search` answers for `outcome`: the form showing `query`'s term and
+/// sources, then the hits. Public for the rendering benchmark.
+pub fn render_result_page(sources: &[Source], query: &Query, outcome: &Outcome) -> HttpResponse {
+    let form = params::Form {
+        term: Some(query.term().to_owned()),
+        checked: query.sources().to_vec(),
+        first: query.first(),
+    };
+    page::render(sources, &form, Some((query, outcome)), None, StatusCode::OK)
 }
 
 /// Reads an urlencoded form body, refusing bodies over [`MAX_BODY_BYTES`] before reading them
