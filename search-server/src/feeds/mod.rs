@@ -27,6 +27,10 @@ pub struct Item {
     /// `title` and `description` lowercased (Unicode-aware), joined by '\n': what search
     /// matches against, computed once when the feed is parsed, never per request.
     pub folded: String,
+    /// `title` and `description` HTML-escaped once, when the item is made: what the page
+    /// shows, so a request renders hits without escaping them again.
+    pub title_html: EscapedHtml,
+    pub description_html: EscapedHtml,
 }
 
 impl Item {
@@ -36,6 +40,8 @@ impl Item {
         folded.push('\n');
         folded.push_str(&description.to_lowercase());
         Self {
+            title_html: EscapedHtml::escape(&title),
+            description_html: EscapedHtml::escape(&description),
             title,
             link,
             description,
@@ -43,6 +49,33 @@ impl Item {
         }
     }
 }
+
+/// Untrusted text escaped for HTML by askama's own escaper. The only way to make one is
+/// [`EscapedHtml::escape`], so templates may print it as it is (it is marked
+/// [`HtmlSafe`](askama::filters::HtmlSafe)) and still never emit markup from a feed.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct EscapedHtml(Box<str>);
+
+impl EscapedHtml {
+    pub fn escape(text: &str) -> Self {
+        let escaped = askama::filters::escape(text, askama::filters::Html)
+            .expect("escaping is infallible")
+            .to_string();
+        Self(escaped.into_boxed_str())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for EscapedHtml {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl askama::filters::HtmlSafe for EscapedHtml {}
 
 /// A parsed feed document.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -94,4 +127,26 @@ pub struct FeedStats {
     pub failures: u64,
     pub last_success: Option<SystemTime>,
     pub items: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn items_carry_their_text_escaped_once() {
+        let item = Item::new(
+            "<script>x</script> & \"q\"".into(),
+            None,
+            "<img src=x onerror='y'>".into(),
+        );
+        assert_eq!(
+            item.title_html.as_str(),
+            "&#60;script&#62;x&#60;/script&#62; &#38; &#34;q&#34;"
+        );
+        assert_eq!(
+            item.description_html.to_string(),
+            "&#60;img src=x onerror=&#39;y&#39;&#62;"
+        );
+    }
 }
