@@ -1,15 +1,18 @@
 //! Feeds: where they come from (`sources`: embedded default set, live URLs, a TOML file),
 //! how they are fetched (`fetch`, reqwest), parsed (`parse`, quick-xml, pure) and cached
-//! (`cache`: TTL, single flight per URL, stale copy kept when a refresh fails).
+//! (`cache`: TTL, single flight per URL, stale copy kept when a refresh fails) and indexed
+//! for search (`index`: trigrams, built once per parse).
 //!
 //! The types below are the contract between this module and `search`/`web`.
 
 pub mod cache;
 pub mod fetch;
+pub mod index;
 pub mod parse;
 pub mod sources;
 
 pub use cache::{CacheOptions, FeedCache};
+pub use index::TrigramIndex;
 pub use parse::{ParseError, parse};
 
 use std::sync::Arc;
@@ -82,6 +85,30 @@ impl askama::filters::HtmlSafe for EscapedHtml {}
 pub struct Feed {
     pub title: String,
     pub items: Vec<Item>,
+    /// Built by [`Feed::new`] and by the parser once the items are complete.
+    index: TrigramIndex,
+}
+
+impl Feed {
+    pub fn new(title: String, items: Vec<Item>) -> Self {
+        let index = TrigramIndex::build(&items);
+        Self {
+            title,
+            items,
+            index,
+        }
+    }
+
+    /// The trigram index of the items, unless items were added or removed after it was
+    /// built (then a search scans every item instead).
+    pub fn index(&self) -> Option<&TrigramIndex> {
+        (self.index.len() == self.items.len()).then_some(&self.index)
+    }
+
+    /// (Re)builds the index after the items were filled in place.
+    pub(crate) fn build_index(&mut self) {
+        self.index = TrigramIndex::build(&self.items);
+    }
 }
 
 /// A news source (CNN, BBC, NYT, or one from a feeds file) and its feeds, in order.

@@ -303,6 +303,7 @@ impl<'l> Parser<'l> {
                 element: element.into(),
             });
         }
+        self.out.feed.build_index();
         Ok(self.out)
     }
 

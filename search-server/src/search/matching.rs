@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use memchr::memmem::Finder;
 
-use crate::feeds::FeedSnapshot;
+use crate::feeds::{FeedSnapshot, Item};
 
 /// Which matching a server uses for every search.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -22,7 +22,9 @@ pub enum Matching {
 }
 
 /// Positions (snapshot index, item index) of the items whose folded text contains the term,
-/// in feed order then item order. Snapshots without a good copy contribute nothing.
+/// in feed order then item order. Snapshots without a good copy contribute nothing. Items
+/// come from the feed's trigram index when it has one, else every item is tried; either way
+/// each hit is confirmed with the precompiled finder.
 // Kept out of line so that profiles name it beside `naive_match`.
 #[inline(never)]
 pub fn match_snapshots(finder: &Finder<'_>, snapshots: &[Arc<FeedSnapshot>]) -> Vec<(u32, u32)> {
@@ -31,14 +33,32 @@ pub fn match_snapshots(finder: &Finder<'_>, snapshots: &[Arc<FeedSnapshot>]) -> 
         let Some(feed) = snap.feed.as_deref() else {
             continue;
         };
-        for (i, item) in feed.items.iter().enumerate() {
-            if finder.find(item.folded.as_bytes()).is_some() {
-                // Feeds are capped far below u32::MAX items by the fetch body size limit.
-                hits.push((f as u32, i as u32));
-            }
+        // Feeds are capped far below u32::MAX items by the fetch body size limit.
+        let f = f as u32;
+        match feed.index().and_then(|x| x.candidates(finder.needle())) {
+            Some(candidates) => hits.extend(
+                candidates
+                    .into_iter()
+                    .filter(|&i| {
+                        finder
+                            .find(feed.items[i as usize].folded.as_bytes())
+                            .is_some()
+                    })
+                    .map(|i| (f, i)),
+            ),
+            None => scan_items(finder, f, &feed.items, &mut hits),
         }
     }
     hits
+}
+
+/// Tries every item of one feed: for terms too short for the index, and unindexed feeds.
+fn scan_items(finder: &Finder<'_>, feed: u32, items: &[Item], hits: &mut Vec<(u32, u32)>) {
+    for (i, item) in items.iter().enumerate() {
+        if finder.find(item.folded.as_bytes()).is_some() {
+            hits.push((feed, i as u32));
+        }
+    }
 }
 
 /// The deliberately slow matching of `--slow-search`: the same hits as [`match_snapshots`]
@@ -67,15 +87,12 @@ pub fn naive_match(folded_term: &str, snapshots: &[Arc<FeedSnapshot>]) -> Vec<(u
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::feeds::{Feed, Item};
+    use crate::feeds::Feed;
 
     fn snapshot(items: Vec<Item>) -> Arc<FeedSnapshot> {
         Arc::new(FeedSnapshot {
             location: "t".into(),
-            feed: Some(Arc::new(Feed {
-                title: "t".into(),
-                items,
-            })),
+            feed: Some(Arc::new(Feed::new("t".into(), items))),
             error: None,
         })
     }
@@ -131,6 +148,26 @@ mod tests {
     }
 
     #[test]
+    fn a_feed_changed_after_indexing_is_scanned() {
+        let mut feed = Feed::new("t".into(), vec![]);
+        feed.items
+            .push(Item::new("Storm watch".into(), None, String::new()));
+        assert!(
+            feed.index().is_none(),
+            "the index no longer covers the items"
+        );
+        let snap = Arc::new(FeedSnapshot {
+            location: "t".into(),
+            feed: Some(Arc::new(feed)),
+            error: None,
+        });
+        assert_eq!(
+            match_snapshots(&Finder::new(b"storm"), &[snap]),
+            vec![(0, 0)]
+        );
+    }
+
+    #[test]
     fn naive_and_fast_agree_on_the_embedded_set() {
         let snaps: Vec<Arc<FeedSnapshot>> = crate::feeds::sources::embedded()
             .iter()
@@ -157,6 +194,13 @@ mod tests {
             "the",
             "z",
             "no-such-word",
+            "ouse",
+            "e m",
+            "’s",
+            "s, ",
+            "officials said",
+            "h",
+            "in",
         ];
         for term in terms {
             let folded = crate::search::Query::new(term, vec![], false)

@@ -266,12 +266,7 @@ mod tests {
             .collect();
         Arc::new(FeedSnapshot {
             location: location.into(),
-            feed: (!titles.is_empty()).then(|| {
-                Arc::new(Feed {
-                    title: location.into(),
-                    items,
-                })
-            }),
+            feed: (!titles.is_empty()).then(|| Arc::new(Feed::new(location.into(), items))),
             error: error.map(Into::into),
         })
     }
