@@ -34,6 +34,8 @@ pub struct Item {
     /// shows, so a request renders hits without escaping them again.
     pub title_html: EscapedHtml,
     pub description_html: EscapedHtml,
+    /// `link` escaped for an attribute value, under the same rule.
+    pub link_html: Option<EscapedHtml>,
 }
 
 impl Item {
@@ -45,6 +47,7 @@ impl Item {
         Self {
             title_html: EscapedHtml::escape(&title),
             description_html: EscapedHtml::escape(&description),
+            link_html: link.as_deref().map(EscapedHtml::escape),
             title,
             link,
             description,
@@ -164,7 +167,7 @@ mod tests {
     fn items_carry_their_text_escaped_once() {
         let item = Item::new(
             "<script>x</script> & \"q\"".into(),
-            None,
+            Some("https://x.example/?a=1&b=\"2\"".into()),
             "<img src=x onerror='y'>".into(),
         );
         assert_eq!(
@@ -174,6 +177,10 @@ mod tests {
         assert_eq!(
             item.description_html.to_string(),
             "&#60;img src=x onerror=&#39;y&#39;&#62;"
+        );
+        assert_eq!(
+            item.link_html.unwrap().as_str(),
+            "https://x.example/?a=1&#38;b=&#34;2&#34;"
         );
     }
 }

@@ -8,7 +8,7 @@ use http::header::{self, HeaderValue};
 
 use super::params::Form;
 use super::{HttpResponse, WebError, text_response};
-use crate::feeds::{Item, Source};
+use crate::feeds::{EscapedHtml, Item, Source};
 use crate::search::{Outcome, Query};
 
 /// A source's checkbox on the form.
@@ -33,6 +33,12 @@ pub struct SearchPage<'a> {
 impl SearchPage<'_> {
     /// The item's link if it is http(s). The feeds module already drops other schemes; this
     /// second check keeps a `javascript:` URL out of an `href` whatever the parser does.
+    /// [`Self::link_of`], as the item's pre-escaped attribute value.
+    fn href_of<'i>(&self, item: &'i Item) -> Option<&'i EscapedHtml> {
+        self.link_of(item)?;
+        item.link_html.as_ref()
+    }
+
     fn link_of<'i>(&self, item: &'i Item) -> Option<&'i str> {
         let link = item.link.as_deref()?;
         let scheme_end = link.find(':')?;
