@@ -53,6 +53,7 @@ fn main() {
             "ctrl_c_still_writes_every_output",
             ctrl_c_still_writes_every_output,
         ),
+        Trial::test("second_ctrl_c_aborts", second_ctrl_c_aborts),
     ];
     libtest_mimic::run(&args, tests).exit();
 }
@@ -571,4 +572,98 @@ fn ctrl_c_still_writes_every_output() -> Result<(), Failed> {
     )?;
     let folded = std::fs::read_to_string(&folded).map_err(|e| e.to_string())?;
     check(folded.contains("record_test_busy_leaf"), || folded.clone())
+}
+
+/// A second Ctrl-C, sent while the first one's finishing work (draining, symbolizing, writing)
+/// runs, aborts at once with 130 and leaves no capture behind. The second signal goes out when
+/// the profiler says it is finishing; should the finishing win that race (nothing was tested
+/// then), the attempt is repeated.
+fn second_ctrl_c_aborts() -> Result<(), Failed> {
+    let mut last = String::new();
+    for _ in 0..3 {
+        match second_ctrl_c_attempt()? {
+            Some(status_and_log) => last = status_and_log,
+            None => return Ok(()),
+        }
+    }
+    Err(
+        format!("the second Ctrl-C never aborted the finishing work in 3 attempts; last: {last}")
+            .into(),
+    )
+}
+
+/// One attempt: Ok(None) when the profiler aborted as it should, Ok(Some(log)) when it
+/// finished before the second signal arrived.
+fn second_ctrl_c_attempt() -> Result<Option<String>, Failed> {
+    let mut workload = spawn_workload(60.0);
+    let dir = tempdir();
+    let out = dir.path().join("abort.pb.gz");
+    let svg = dir.path().join("abort.svg");
+    let mut child = Reaped(
+        profiler()
+            .args([
+                "record",
+                "--pid",
+                &workload.id().to_string(),
+                "-F",
+                "999",
+                "-o",
+            ])
+            .arg(&out)
+            .arg("--flamegraph")
+            .arg(&svg)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| e.to_string())?,
+    );
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    let mut wait_for = |needle: &str, seen: &mut Vec<String>| -> Result<(), Failed> {
+        for line in lines.by_ref() {
+            let line = line.map_err(|e| e.to_string())?;
+            let found = line.contains(needle);
+            seen.push(line);
+            if found {
+                return Ok(());
+            }
+        }
+        Err(format!("profiler never said {needle:?}: {}", seen.join("\n")).into())
+    };
+    wait_for("recording started", &mut seen)?;
+    std::thread::sleep(Duration::from_millis(1500));
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    // Only once the first signal was handled: two pending SIGINTs would merge into one.
+    wait_for("Ctrl-C again to abort", &mut seen)?;
+    // SAFETY: as above.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let rest = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().map_err(|e| e.to_string())? {
+            break s;
+        }
+        if start.elapsed() > HANG_GUARD {
+            return Err("profiler did not stop after two Ctrl-C".into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let _ = workload.kill();
+    let _ = workload.wait();
+    seen.extend(rest.join().unwrap_or_default());
+    let err = seen.join("\n");
+    if status.success() && err.contains("samples:") {
+        return Ok(Some(format!("{status:?}: {err}")));
+    }
+    check(status.code() == Some(130), || {
+        format!("expected exit code 130 after a second Ctrl-C, got {status:?}: {err}")
+    })?;
+    check(!out.exists(), || {
+        format!("the aborted recording still wrote {}: {err}", out.display())
+    })?;
+    check(!err.contains("samples:"), || {
+        format!("an aborted recording printed the summary: {err}")
+    })?;
+    Ok(None)
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use profiler_ebpf::{Counter, MAX_STACK_DEPTH};
 
 use super::StopReason;
-use super::sampler::RawSamples;
+use super::sampler::{ProgramCost, RawSamples};
 use crate::profile::{
     Label, LabelValue, Line, Mapping, Profile, ProfileBuilder, Sample, ValueType,
 };
@@ -85,6 +85,8 @@ pub struct Meta {
     /// Indexed by `Counter as usize`.
     pub counters: Vec<u64>,
     pub unreadable_stacks: u64,
+    /// The sampling program's own time in the kernel, when the kernel keeps statistics.
+    pub program_cost: Option<ProgramCost>,
     pub stop: StopReason,
 }
 
@@ -301,6 +303,13 @@ fn comments(meta: &Meta, stats: &Stats) -> Vec<String> {
             stats.unsymbolized_frames, stats.frames
         ),
     ];
+    if let Some(cost) = meta.program_cost {
+        out.push(format!(
+            "ebpf cost: the cpu program ran {} times for {} ns in the kernel",
+            cost.runs,
+            cost.run_time.as_nanos()
+        ));
+    }
     let raw: Vec<String> = Counter::ALL
         .iter()
         .map(|&k| format!("{}={}", k.name(), c(k)))

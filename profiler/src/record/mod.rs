@@ -24,8 +24,13 @@ pub use target::TargetProcess;
 pub const MAX_FREQUENCY: u64 = 10_000;
 
 /// How often the maps are drained while recording: keeps stack maps far from full and spreads
-/// symbolization over the recording, so the end is quick.
-const DRAIN_INTERVAL: Duration = Duration::from_secs(1);
+/// symbolization over the recording, so the end is quick. Stack-map collisions grow with the
+/// square of the stacks gathered per interval, so higher frequencies drain more often: about
+/// 100 samples per CPU per interval, between 200 ms and 1 s.
+fn drain_interval(frequency: u64) -> Duration {
+    let ms = 100_000 / frequency.max(1);
+    Duration::from_millis(ms.clamp(200, 1000))
+}
 /// How often the loop wakes to check Ctrl-C and refresh the status line.
 const TICK: Duration = Duration::from_millis(100);
 
@@ -249,6 +254,7 @@ pub fn record(opts: &RecordOptions) -> Result<Recording, RecordError> {
     let mut symbolizer = Symbolizer::new();
     let mut resolver = assemble::Resolver::default();
     let mut last_drain = Instant::now();
+    let drain_every = drain_interval(opts.frequency);
     let stop = loop {
         let remaining = opts.duration.map(|d| d.saturating_sub(started.elapsed()));
         if remaining == Some(Duration::ZERO) {
@@ -261,7 +267,7 @@ pub fn record(opts: &RecordOptions) -> Result<Recording, RecordError> {
         if interrupted.load(Ordering::Relaxed) {
             break StopReason::Interrupted;
         }
-        if last_drain.elapsed() >= DRAIN_INTERVAL {
+        if last_drain.elapsed() >= drain_every {
             last_drain = Instant::now();
             sampler.drain(&mut raw)?;
             // Maps first: the addresses just drained belong to the mappings of now.
@@ -269,16 +275,20 @@ pub fn record(opts: &RecordOptions) -> Result<Recording, RecordError> {
                 resolver.resolve_new(&raw, &maps, &mut symbolizer);
             }
         }
-        status.update(started.elapsed(), sampler.samples_seen());
+        status.update(started.elapsed(), || sampler.samples_seen());
     };
     let elapsed = started.elapsed();
     sampler.stop();
     let stopped_at = Instant::now();
     status.finish();
+    if stop == StopReason::Interrupted {
+        eprintln!("interrupted: writing what was recorded (Ctrl-C again to abort)");
+    }
     sampler.drain_all(&mut raw)?;
     let counters = sampler.counters()?;
     let threads = sampler.thread_names()?;
     let unreadable_stacks = sampler.unreadable_stacks;
+    let program_cost = sampler.program_cost();
     drop(sampler);
     // A last look at the maps catches libraries loaded since the previous drain.
     let _ = maps.refresh(pid);
@@ -292,6 +302,7 @@ pub fn record(opts: &RecordOptions) -> Result<Recording, RecordError> {
         start: wall_start,
         counters,
         unreadable_stacks,
+        program_cost,
         stop,
     };
     let (profile, stats) =
@@ -324,6 +335,15 @@ mod tests {
         assert!(check_frequency(MAX_FREQUENCY).is_ok());
         let msg = RecordError::InvalidFrequency(0).to_string();
         assert!(msg.contains("0 Hz") && msg.contains("1..=10000"), "{msg}");
+    }
+
+    #[test]
+    fn drain_interval_shrinks_with_frequency() {
+        assert_eq!(drain_interval(1), Duration::from_secs(1));
+        assert_eq!(drain_interval(99), Duration::from_secs(1));
+        assert_eq!(drain_interval(250), Duration::from_millis(400));
+        assert_eq!(drain_interval(999), Duration::from_millis(200));
+        assert_eq!(drain_interval(MAX_FREQUENCY), Duration::from_millis(200));
     }
 
     #[test]

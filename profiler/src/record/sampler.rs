@@ -4,6 +4,7 @@
 //! can be cleared: stack-map collisions are bounded by one drain interval's stacks.
 
 use std::collections::HashMap;
+use std::os::fd::OwnedFd;
 use std::time::Duration;
 
 use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, StackTraceMap};
@@ -39,6 +40,24 @@ impl RawSamples {
     }
 }
 
+/// A stack as kept: without the zero return addresses a frame-pointer walk reads where a
+/// caller kept no frame pointer (glibc's malloc, for one). Address 0 is never code, so it
+/// would only show as a bogus `[unmapped]+0x0` root frame.
+fn trim_stack(ips: impl Iterator<Item = u64>) -> Ips {
+    let mut ips: Ips = ips.collect();
+    while ips.len() > 1 && ips.last() == Some(&0) {
+        ips.pop();
+    }
+    ips
+}
+
+/// What the `cpu` program cost in the kernel: how often it ran and for how long in all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProgramCost {
+    pub runs: u64,
+    pub run_time: Duration,
+}
+
 /// Loaded and attached programs; detached when dropped.
 pub struct Sampler {
     bpf: Ebpf,
@@ -46,11 +65,19 @@ pub struct Sampler {
     active: u32,
     /// Stack ids that failed to read back from a stack map (should stay 0).
     pub unreadable_stacks: u64,
+    /// Keeps the kernel's run-time statistics for BPF programs on while recording, so the
+    /// summary can say what sampling cost inside the kernel. None when the kernel refused.
+    run_time_stats: Option<OwnedFd>,
 }
 
 impl Sampler {
     /// Loads the programs for `tgid` and starts sampling at `frequency` Hz on every CPU.
     pub fn attach(tgid: u32, frequency: u64) -> Result<Self, RecordError> {
+        // Statistics cost two clock reads per program run; without them the profiler's own
+        // kernel-side cost would be invisible. A kernel without them only loses the figure.
+        let run_time_stats = aya::sys::enable_stats(aya::sys::Stats::RunTime)
+            .map_err(|e| tracing::debug!("BPF run-time statistics unavailable: {e}"))
+            .ok();
         let mut bpf = EbpfLoader::new()
             .override_global(profiler_ebpf::TARGET_TGID, &tgid, true)
             .load(OBJECT)
@@ -80,6 +107,7 @@ impl Sampler {
             links,
             active: 0,
             unreadable_stacks: 0,
+            run_time_stats,
         })
     }
 
@@ -139,7 +167,7 @@ impl Sampler {
                         continue;
                     }
                     let ips = match stacks.get(&(id as u32), 0) {
-                        Ok(trace) => Some(trace.frames().iter().map(|f| f.ip).collect::<Ips>()),
+                        Ok(trace) => Some(trim_stack(trace.frames().iter().map(|f| f.ip))),
                         Err(_) => None,
                     };
                     resolved.insert(id, ips.map(|ips| out.intern(ips)));
@@ -193,6 +221,17 @@ impl Sampler {
             .collect()
     }
 
+    /// Runs and total run time of the `cpu` program so far (on every CPU, for every process
+    /// its events fired for); None without the kernel's run-time statistics.
+    pub fn program_cost(&self) -> Option<ProgramCost> {
+        self.run_time_stats.as_ref()?;
+        let info = self.bpf.program(profiler_ebpf::CPU_PROGRAM)?.info().ok()?;
+        Some(ProgramCost {
+            runs: info.run_count(),
+            run_time: info.run_time(),
+        })
+    }
+
     /// Samples seen for the target so far (cheap: one per-CPU array slot).
     pub fn samples_seen(&self) -> u64 {
         self.counters()
@@ -222,5 +261,18 @@ impl Sampler {
         self.bpf
             .map_mut(name)
             .ok_or_else(|| RecordError::Bpf(format!("the eBPF object has no map {name}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_return_addresses_at_the_root_are_dropped() {
+        assert_eq!(trim_stack([0x10, 0x20, 0, 0].into_iter()), vec![0x10, 0x20]);
+        assert_eq!(trim_stack([0x10, 0, 0x20].into_iter()), vec![0x10, 0, 0x20]);
+        // A lone zero leaf is the sampled instruction pointer itself: kept, so it is counted.
+        assert_eq!(trim_stack([0].into_iter()), vec![0]);
     }
 }

@@ -11,6 +11,7 @@ use profiler_ebpf::Counter;
 
 use super::StopReason;
 use super::assemble::{Meta, Stats};
+use super::sampler::ProgramCost;
 
 pub struct StatusLine {
     bar: ProgressBar,
@@ -35,10 +36,13 @@ impl StatusLine {
         StatusLine { bar }
     }
 
-    pub fn update(&self, elapsed: Duration, samples: u64) {
+    /// `samples` is only asked for when the line is shown: reading the counters costs a
+    /// syscall per counter, wasted when nobody looks.
+    pub fn update(&self, elapsed: Duration, samples: impl FnOnce() -> u64) {
         if self.bar.is_hidden() {
             return;
         }
+        let samples = samples();
         let rate = samples as f64 / elapsed.as_secs_f64().max(1e-3);
         self.bar
             .set_message(format!("{samples} samples ({rate:.0}/s)  Ctrl-C to stop"));
@@ -67,6 +71,7 @@ pub struct Summary {
     pub stack_collisions: u64,
     pub frames: u64,
     pub unsymbolized_frames: u64,
+    pub program_cost: Option<ProgramCost>,
     pub files: Vec<(String, PathBuf)>,
     /// From the end of sampling to every output written.
     pub finish: Option<Duration>,
@@ -92,6 +97,7 @@ impl Summary {
                 + meta.counter(Counter::KernelStackMapFull),
             frames: stats.frames,
             unsymbolized_frames: stats.unsymbolized_frames,
+            program_cost: meta.program_cost,
             files: Vec::new(),
             finish: None,
         }
@@ -180,6 +186,16 @@ impl fmt::Display for Summary {
             100.0 * cpu.as_secs_f64() / secs.max(1e-3),
             rss_kib as f64 / 1024.0
         )?;
+        if let Some(cost) = self.program_cost {
+            writeln!(
+                f,
+                "  in kernel:    {:.2} s in the eBPF program over {} runs ({:.2} us per run, {:.2}% of one core)",
+                cost.run_time.as_secs_f64(),
+                cost.runs,
+                cost.run_time.as_secs_f64() * 1e6 / cost.runs.max(1) as f64,
+                100.0 * cost.run_time.as_secs_f64() / secs.max(1e-3)
+            )?;
+        }
         if let Some(finish) = self.finish {
             writeln!(
                 f,
