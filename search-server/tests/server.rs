@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use search_server::feeds::{CacheOptions, FeedCache, FeedLocation, Source};
+use search_server::search::Matching;
 use search_server::server::{self, ServerOptions};
 use search_server::web::App;
 use serde_json::Value;
@@ -109,9 +110,18 @@ impl TestServer {
         cache: CacheOptions,
         opts: ServerOptions,
     ) -> TestServer {
+        Self::start_matching(sources, cache, opts, Matching::Fast).await
+    }
+
+    async fn start_matching(
+        sources: Vec<Source>,
+        cache: CacheOptions,
+        opts: ServerOptions,
+        matching: Matching,
+    ) -> TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let app = App::new(FeedCache::new(sources, cache));
+        let app = App::with_matching(FeedCache::new(sources, cache), matching);
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(server::serve(listener, Arc::clone(&app), opts, async {
             let _ = stopped.await;
@@ -316,6 +326,37 @@ async fn post_with_query_string_only_searches() {
     assert_eq!(page_hits(&html), all_house_hits());
     assert!(html.contains("4 hits in "));
     srv.stop().await;
+}
+
+#[tokio::test]
+async fn slow_search_finds_the_same_hits() {
+    let origin = Origin::start().await;
+    let fast = TestServer::start(serve_world(&origin)).await;
+    let slow = TestServer::start_matching(
+        serve_world(&origin),
+        CacheOptions::default(),
+        ServerOptions::default(),
+        Matching::Naive,
+    )
+    .await;
+    for body in [
+        "term=house&cnn=on&bbc=on&nyt=on",
+        "term=STORM&cnn=on&bbc=on&nyt=on",
+        "term=ho&cnn=on&bbc=on&nyt=on",
+        "term=zebra&cnn=on&bbc=on&nyt=on",
+        "term=house&nyt=on&first=on",
+    ] {
+        let (fast_status, fast_html) = fast.post_form("/search", body).await;
+        let (slow_status, slow_html) = slow.post_form("/search", body).await;
+        assert_eq!((fast_status, slow_status), (200, 200), "{body}");
+        assert_eq!(page_hits(&fast_html), page_hits(&slow_html), "{body}");
+    }
+    let (_, html) = slow
+        .post_form("/search", "term=house&cnn=on&bbc=on&nyt=on")
+        .await;
+    assert_eq!(page_hits(&html), all_house_hits());
+    fast.stop().await;
+    slow.stop().await;
 }
 
 #[tokio::test]
