@@ -147,7 +147,7 @@ TOPICS = {
     ],
     "sport": [
         ("{team} clinch title with late winner in {city}",
-         "A header in the {num}th minute sealed the championship, sparking celebrations that "
+         "A header {num} minutes in sealed the championship, sparking celebrations that "
          "went on long into the night across the city."),
         ("Marathon in {city} ends in photo finish",
          "The two leaders crossed the line together after {num} kilometres, and judges needed "
@@ -171,7 +171,7 @@ HOUSE = [
     ("White House defends {bill} plan as critics push back",
      "Officials at the White House said the {bill} plan would pay for itself within a decade, "
      "a claim that independent analysts disputed."),
-    ("House prices in {city} rise for {num}th month in a row",
+    ("House prices in {city} have risen for {num2} months in a row",
      "Average house prices climbed again as buyers competed for a shrinking number of homes, "
      "though agents said the pace was starting to slow."),
     ("Fire destroys historic house in {city}",
@@ -180,9 +180,9 @@ HOUSE = [
     ("Opera house in {city} reopens after restoration",
      "The opera house welcomed its first audience in four years on Friday, with restored "
      "ceilings and a new stage that engineers say will last a century."),
-    ("Speaker of the House faces revolt over spending deal",
+    ("Speaker of the House faces revolt over {bill} deal",
      "A group of lawmakers threatened to force a vote on the speaker's future, arguing that the "
-     "spending deal gave away too much."),
+     "{bill} deal gave away too much."),
     ("Inside the tiny house movement in {country}",
      "Rising rents have pushed young buyers toward homes smaller than a parking space, and "
      "planners are rewriting rules to keep up."),
