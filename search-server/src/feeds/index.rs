@@ -11,6 +11,10 @@ use super::Item;
 pub struct TrigramIndex {
     /// Three bytes packed into the low 24 bits, ascending.
     keys: Vec<u32>,
+    /// `keys[by_first[b]..by_first[b + 1]]` are the keys whose first byte is `b`: a lookup
+    /// binary-searches a few hundred keys instead of all of them (fewer cache misses under
+    /// load, when the kernel's socket copies have evicted the index).
+    by_first: Vec<u32>,
     /// `postings[starts[k]..starts[k + 1]]` lists the items holding `keys[k]`.
     starts: Vec<u32>,
     postings: Vec<u32>,
@@ -50,10 +54,14 @@ impl TrigramIndex {
             postings.push(pair as u32);
         }
         starts.push(postings.len() as u32);
+        let by_first = (0..=256u32)
+            .map(|b| keys.partition_point(|&k| k >> 16 < b) as u32)
+            .collect();
         keys.shrink_to_fit();
         starts.shrink_to_fit();
         Self {
             keys,
+            by_first,
             starts,
             postings,
             items: items.len(),
@@ -70,8 +78,17 @@ impl TrigramIndex {
     }
 
     fn posting(&self, k: u32) -> &[u32] {
-        match self.keys.binary_search(&k) {
-            Ok(at) => &self.postings[self.starts[at] as usize..self.starts[at + 1] as usize],
+        let first = (k >> 16) as usize;
+        // An index built over no items has no table at all.
+        let (Some(&lo), Some(&hi)) = (self.by_first.get(first), self.by_first.get(first + 1))
+        else {
+            return &[];
+        };
+        match self.keys[lo as usize..hi as usize].binary_search(&k) {
+            Ok(at) => {
+                let at = lo as usize + at;
+                &self.postings[self.starts[at] as usize..self.starts[at + 1] as usize]
+            }
             Err(_) => &[],
         }
     }
