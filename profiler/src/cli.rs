@@ -445,8 +445,13 @@ mod reading {
     }
 
     pub fn diff(args: DiffArgs) -> Result<i32> {
-        let base = load(&args.base)?;
-        let current = load(&args.current)?;
+        // Decoding dominates on big captures and the two files are independent.
+        let (base, current) = std::thread::scope(|s| {
+            let base = s.spawn(|| load(&args.base));
+            let current = load(&args.current);
+            (base.join().expect("loading does not panic"), current)
+        });
+        let (base, current) = (base?, current?);
         let opts = DiffOptions {
             selection: Selection {
                 sample_type: args.sample_type,

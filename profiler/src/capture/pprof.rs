@@ -3,6 +3,8 @@
 
 use std::collections::HashMap;
 
+use rustc_hash::FxHashMap;
+
 use crate::profile::{
     Function, Label, LabelValue, Line, Location, Mapping, Profile, Sample, ValueType,
 };
@@ -266,7 +268,9 @@ pub fn to_proto(p: &Profile) -> proto::Profile {
 /// Wire → model. Returns a description of the first inconsistency (a dangling id or string
 /// index) so the caller can name the file; foreign writers use arbitrary ids, so ids are mapped
 /// through tables rather than assumed to be positions.
-pub fn from_proto(w: proto::Profile) -> Result<Profile, String> {
+pub fn from_proto(mut w: proto::Profile) -> Result<Profile, String> {
+    // Moved out so their values move into the profile instead of being copied.
+    let samples = std::mem::take(&mut w.sample);
     if w.string_table.first().map(String::as_str) != Some("") {
         return Err("string table does not start with \"\"".into());
     }
@@ -298,7 +302,7 @@ pub fn from_proto(w: proto::Profile) -> Result<Profile, String> {
         p.default_sample_type = Some(s(w.default_sample_type)?);
     }
 
-    let mut mapping_ix = HashMap::new();
+    let mut mapping_ix = FxHashMap::default();
     for m in &w.mapping {
         mapping_ix.insert(m.id, p.mappings.len());
         p.mappings.push(Mapping {
@@ -313,7 +317,7 @@ pub fn from_proto(w: proto::Profile) -> Result<Profile, String> {
             has_inline_frames: m.has_inline_frames,
         });
     }
-    let mut function_ix = HashMap::new();
+    let mut function_ix = FxHashMap::default();
     for f in &w.function {
         function_ix.insert(f.id, p.functions.len());
         p.functions.push(Function {
@@ -323,7 +327,9 @@ pub fn from_proto(w: proto::Profile) -> Result<Profile, String> {
             start_line: f.start_line,
         });
     }
-    let mut location_ix = HashMap::new();
+    let mut location_ix = FxHashMap::default();
+    // Functions made up for unsymbolized addresses, by name (one per module offset).
+    let mut made_up: FxHashMap<String, usize> = FxHashMap::default();
     for l in &w.location {
         let mapping = match l.mapping_id {
             0 => None,
@@ -353,18 +359,14 @@ pub fn from_proto(w: proto::Profile) -> Result<Profile, String> {
             // Unsymbolized address: give it a `module+0xoffset` frame so every rendering shows
             // where it was instead of dropping it.
             let name = unsymbolized_name(mapping.map(|m| &p.mappings[m]), l.address);
-            let f = Function {
-                name: name.clone(),
-                system_name: name,
-                ..Function::default()
-            };
-            let idx = match p.functions.iter().position(|x| *x == f) {
-                Some(i) => i,
-                None => {
-                    p.functions.push(f);
-                    p.functions.len() - 1
-                }
-            };
+            let idx = *made_up.entry(name).or_insert_with_key(|name| {
+                p.functions.push(Function {
+                    name: name.clone(),
+                    system_name: name.clone(),
+                    ..Function::default()
+                });
+                p.functions.len() - 1
+            });
             lines.push(Line {
                 function: idx,
                 line: 0,
@@ -378,7 +380,8 @@ pub fn from_proto(w: proto::Profile) -> Result<Profile, String> {
         });
     }
     let nvalues = p.sample_types.len();
-    for (n, smp) in w.sample.iter().enumerate() {
+    p.samples.reserve(samples.len());
+    for (n, smp) in samples.into_iter().enumerate() {
         if smp.value.len() != nvalues {
             return Err(format!(
                 "sample {n} has {} values but there are {nvalues} sample types",
@@ -413,7 +416,7 @@ pub fn from_proto(w: proto::Profile) -> Result<Profile, String> {
             .collect::<Result<_, String>>()?;
         p.samples.push(Sample {
             locations,
-            values: smp.value.clone(),
+            values: smp.value,
             labels,
         });
     }

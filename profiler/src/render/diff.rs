@@ -7,7 +7,7 @@ use std::io::Write;
 use serde::Serialize;
 
 use super::flamegraph::base_options;
-use super::folded::{FoldOptions, fold};
+use super::folded::{FoldOptions, IdStacks, Labels};
 use super::top::{csv_field, function_totals};
 use super::{RenderError, Selection, Unit, is_time_based};
 use crate::profile::{Profile, ValueType};
@@ -149,8 +149,13 @@ pub fn diff_table(
 ) -> Result<DiffTable, RenderError> {
     let kind = common_kind(base, current, opts.selection.sample_type.as_deref())?;
     let sel = selection_for(opts, &kind);
-    let (brows, bt) = function_totals(base, &sel)?;
-    let (crows, ct) = function_totals(current, &sel)?;
+    // The two sides are independent: compute them on two threads.
+    let (b, c) = std::thread::scope(|s| {
+        let b = s.spawn(|| function_totals(base, &sel));
+        let c = function_totals(current, &sel);
+        (b.join().expect("function_totals does not panic"), c)
+    });
+    let ((brows, bt), (crows, ct)) = (b?, c?);
     let t = current.sample_types[current.sample_type_index(Some(&kind)).expect("checked")].clone();
     let (scaling, bf, cf) = scaling(base, current, &t, bt, ct, opts.normalize);
     let measure = if opts.by_cum {
@@ -358,36 +363,24 @@ pub fn write_diff_flamegraph(
         selection: selection_for(opts, &kind),
         per_thread: false,
     };
-    let bstacks = fold(base, &fold_opts)?;
-    let cstacks = fold(current, &fold_opts)?;
+    // One label table for both sides, so their stacks pair up by id.
+    let mut labels = Labels::default();
+    let mut bstacks = IdStacks::collect(base, &fold_opts, &mut labels)?;
+    let mut cstacks = IdStacks::collect(current, &fold_opts, &mut labels)?;
     if cstacks.is_empty() {
         return Err(RenderError::NoMatch(
             "the current capture has no samples to draw".into(),
         ));
     }
+    std::thread::scope(|s| {
+        s.spawn(|| bstacks.sort_and_merge(&labels));
+        cstacks.sort_and_merge(&labels);
+    });
     let t = current.sample_types[current.sample_type_index(Some(&kind)).expect("checked")].clone();
-    let bt: u64 = bstacks.iter().map(|s| s.1).sum();
-    let ct: u64 = cstacks.iter().map(|s| s.1).sum();
+    let (bt, ct) = (bstacks.total(), cstacks.total());
     let (scaling, bf, cf) = scaling(base, current, &t, bt as i64, ct as i64, opts.normalize);
     // Express base in current's terms (current stays exact, so the graph is shaped as it).
-    let base_factor = bf / cf;
-    let mut before = Vec::new();
-    for (s, c) in &bstacks {
-        writeln!(before, "{s} {}", (*c as f64 * base_factor).round() as u64)?;
-    }
-    let mut after = Vec::new();
-    super::folded::write_lines(&cstacks, &mut after)?;
-    let mut merged = Vec::new();
-    inferno::differential::from_readers(
-        inferno::differential::Options {
-            normalize: false,
-            strip_hex: false,
-        },
-        before.as_slice(),
-        after.as_slice(),
-        &mut merged,
-    )?;
-    let merged = String::from_utf8(merged).map_err(std::io::Error::other)?;
+    let lines = differential_lines(&labels, &bstacks, &cstacks, bf / cf);
     let how = match scaling {
         Scaling::Normalized => "base normalized to current's total",
         Scaling::PerSecond => "base scaled per second of capture",
@@ -400,6 +393,58 @@ pub fn write_diff_flamegraph(
         Unit::of(&t).count_name(&t)
     );
     let mut o = base_options(title, Some(subtitle), Unit::of(&t).count_name(&t), false);
-    inferno::flamegraph::from_lines(&mut o, merged.lines(), out)?;
+    o.no_sort = lines.is_sorted();
+    inferno::flamegraph::from_lines(&mut o, lines.iter().map(String::as_str), out)?;
     Ok(())
+}
+
+/// The differential folded lines inferno draws (`stack base current`, as
+/// `inferno-diff-folded` writes them), merged from the two sides' sorted, distinct stacks in
+/// one pass, so the result stays sorted.
+fn differential_lines(
+    labels: &Labels,
+    base: &IdStacks,
+    current: &IdStacks,
+    base_factor: f64,
+) -> Vec<String> {
+    use std::cmp::Ordering;
+    use std::fmt::Write as _;
+
+    let scaled = |c: u64| (c as f64 * base_factor).round() as u64;
+    let line = |ids: &[u32], before: u64, after: u64| {
+        let mut line = labels.spell(ids);
+        let _ = write!(line, " {before} {after}");
+        line
+    };
+    let mut lines = Vec::with_capacity(base.len().max(current.len()));
+    let (mut i, mut j) = (0, 0);
+    while i < base.len() || j < current.len() {
+        let order = if i == base.len() {
+            Ordering::Greater
+        } else if j == current.len() {
+            Ordering::Less
+        } else {
+            labels.cmp_stacks(base.frames(i), current.frames(j))
+        };
+        lines.push(match order {
+            Ordering::Less => {
+                i += 1;
+                line(base.frames(i - 1), scaled(base.value(i - 1)), 0)
+            }
+            Ordering::Greater => {
+                j += 1;
+                line(current.frames(j - 1), 0, current.value(j - 1))
+            }
+            Ordering::Equal => {
+                i += 1;
+                j += 1;
+                line(
+                    current.frames(j - 1),
+                    scaled(base.value(i - 1)),
+                    current.value(j - 1),
+                )
+            }
+        });
+    }
+    lines
 }

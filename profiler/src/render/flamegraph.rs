@@ -93,7 +93,20 @@ pub fn write_flamegraph(
         Unit::of(t).count_name(t),
         opts.reverse,
     );
-    let lines: Vec<String> = stacks.iter().map(|(s, c)| format!("{s} {c}")).collect();
+    let lines = into_lines(stacks);
+    o.no_sort = lines.is_sorted();
     flamegraph::from_lines(&mut o, lines.iter().map(String::as_str), out)?;
     Ok(())
+}
+
+/// Folded lines (`stack count`) for inferno, reusing each stack's string.
+pub fn into_lines(stacks: Vec<(String, u64)>) -> Vec<String> {
+    use std::fmt::Write as _;
+    stacks
+        .into_iter()
+        .map(|(mut s, c)| {
+            let _ = write!(s, " {c}");
+            s
+        })
+        .collect()
 }

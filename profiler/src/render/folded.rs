@@ -1,8 +1,10 @@
 //! Folded stacks (`root;caller;leaf count`, one line per distinct stack, sorted): the text
 //! form flame graph tools read, and the input of our SVG and diff renderings.
 
-use std::collections::HashMap;
+use std::cmp::Ordering;
 use std::io::Write;
+
+use rustc_hash::FxHashMap;
 
 use super::{RenderError, Selection, frame_label};
 use crate::profile::{Profile, Sample};
@@ -18,36 +20,194 @@ pub struct FoldOptions {
 /// Samples with negative values (possible in foreign diff profiles) are dropped, since folded
 /// counts are non-negative.
 pub fn fold(profile: &Profile, opts: &FoldOptions) -> Result<Vec<(String, u64)>, RenderError> {
-    let vi = opts.selection.value_index(profile, "the capture")?;
-    let mut stacks: HashMap<String, u64> = HashMap::new();
-    let mut line = String::new();
-    for (sample, value) in opts.selection.samples(profile, vi) {
-        if value <= 0 {
-            continue;
+    let mut labels = Labels::default();
+    let mut stacks = IdStacks::collect(profile, opts, &mut labels)?;
+    stacks.sort_and_merge(&labels);
+    Ok((0..stacks.len())
+        .map(|i| (labels.spell(stacks.frames(i)), stacks.value(i)))
+        .collect())
+}
+
+/// A capture's stacks as runs of interned frame labels (root first) in one arena, so that
+/// sorting and merging compare small integers instead of long strings with long common
+/// prefixes, and two captures folded with one [`Labels`] can be paired up by id.
+pub(super) struct IdStacks {
+    arena: Vec<u32>,
+    /// (start in `arena`, frame count, value)
+    stacks: Vec<(u32, u32, u64)>,
+}
+
+impl IdStacks {
+    /// The selected samples' stacks, merged by location ids, unsorted.
+    pub(super) fn collect(
+        profile: &Profile,
+        opts: &FoldOptions,
+        labels: &mut Labels,
+    ) -> Result<Self, RenderError> {
+        let vi = opts.selection.value_index(profile, "the capture")?;
+        // Merge samples on their location ids first (cheap keys): a capture has far fewer
+        // distinct stacks than samples.
+        let mut by_locations: FxHashMap<(Option<String>, &[usize]), u64> = FxHashMap::default();
+        for (sample, value) in opts.selection.samples(profile, vi) {
+            if value <= 0 {
+                continue;
+            }
+            let thread = opts
+                .per_thread
+                .then(|| thread_root(sample).replace(';', ":"));
+            *by_locations
+                .entry((thread, sample.locations.as_slice()))
+                .or_default() += value as u64;
         }
-        line.clear();
-        if opts.per_thread {
-            line.push_str(&thread_root(sample).replace(';', ":"));
+        // Each location's labels are formatted and interned once.
+        let mut location_frames: Vec<Option<(u32, u32)>> = vec![None; profile.locations.len()];
+        let mut location_arena: Vec<u32> = Vec::new();
+        let mut arena: Vec<u32> = Vec::new();
+        let mut stacks: Vec<(u32, u32, u64)> = Vec::with_capacity(by_locations.len());
+        for ((thread, locations), value) in by_locations {
+            let start = arena.len();
+            if let Some(t) = thread {
+                arena.push(labels.intern_owned(t));
+            }
+            for &loc in locations.iter().rev() {
+                let (from, to) = *location_frames[loc].get_or_insert_with(|| {
+                    let from = location_arena.len() as u32;
+                    let mut label = String::new();
+                    for frame in profile.location_frames(loc) {
+                        label.clear();
+                        frame_label(&frame, &mut label);
+                        location_arena.push(labels.intern(&label));
+                    }
+                    (from, location_arena.len() as u32)
+                });
+                arena.extend_from_slice(&location_arena[from as usize..to as usize]);
+            }
+            if arena.len() == start {
+                arena.push(labels.intern("[no frames]"));
+            }
+            stacks.push((start as u32, (arena.len() - start) as u32, value));
         }
-        for frame in profile.sample_frames(sample) {
-            if !line.is_empty() {
+        Ok(Self { arena, stacks })
+    }
+
+    /// Sorts in folded-string order and merges equal stacks (different locations can spell
+    /// the same stack, e.g. two addresses in one function).
+    pub(super) fn sort_and_merge(&mut self, labels: &Labels) {
+        let arena = &self.arena;
+        let frames =
+            |&(start, len, _): &(u32, u32, u64)| &arena[start as usize..(start + len) as usize];
+        self.stacks
+            .sort_unstable_by(|a, b| labels.cmp_stacks(frames(a), frames(b)));
+        self.stacks.dedup_by(|next, kept| {
+            let same = frames(next) == frames(kept);
+            if same {
+                kept.2 += next.2;
+            }
+            same
+        });
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.stacks.len()
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.stacks.is_empty()
+    }
+
+    pub(super) fn frames(&self, i: usize) -> &[u32] {
+        let (start, len, _) = self.stacks[i];
+        &self.arena[start as usize..(start + len) as usize]
+    }
+
+    pub(super) fn value(&self, i: usize) -> u64 {
+        self.stacks[i].2
+    }
+
+    pub(super) fn total(&self) -> u64 {
+        self.stacks.iter().map(|s| s.2).sum()
+    }
+}
+
+/// Frame labels interned to ids: equal ids are equal strings and vice versa.
+#[derive(Default)]
+pub(super) struct Labels {
+    names: Vec<String>,
+    ids: FxHashMap<String, u32>,
+}
+
+impl Labels {
+    /// The folded string of a stack, with room for the count(s) renderers append.
+    pub(super) fn spell(&self, ids: &[u32]) -> String {
+        let len: usize = ids
+            .iter()
+            .map(|&id| self.names[id as usize].len() + 1)
+            .sum();
+        let mut line = String::with_capacity(len + 48);
+        for (i, &id) in ids.iter().enumerate() {
+            if i > 0 {
                 line.push(';');
             }
-            frame_label(&frame, &mut line);
+            line.push_str(&self.names[id as usize]);
         }
-        if line.is_empty() {
-            line.push_str("[no frames]");
-        }
-        match stacks.get_mut(line.as_str()) {
-            Some(v) => *v += value as u64,
-            None => {
-                stacks.insert(line.clone(), value as u64);
-            }
+        line
+    }
+
+    fn intern(&mut self, label: &str) -> u32 {
+        match self.ids.get(label) {
+            Some(&id) => id,
+            None => self.intern_owned(label.to_string()),
         }
     }
-    let mut out: Vec<(String, u64)> = stacks.into_iter().collect();
-    out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    Ok(out)
+
+    fn intern_owned(&mut self, label: String) -> u32 {
+        let next = self.names.len() as u32;
+        *self.ids.entry(label).or_insert_with_key(|label| {
+            self.names.push(label.clone());
+            next
+        })
+    }
+
+    /// The byte order of the two stacks' folded strings (`a;b;c`), computed from their
+    /// labels: labels hold no `;`, so past the common frames only the first differing pair
+    /// of labels matters, and when one label is a prefix of the other, what follows it
+    /// (`;` or the end of the stack) against the longer label's next byte.
+    pub(super) fn cmp_stacks(&self, a: &[u32], b: &[u32]) -> Ordering {
+        // Stacks share long runs of root frames: skip them eight ids at a time.
+        let n = a.len().min(b.len());
+        let mut i = 0;
+        while i + 8 <= n && a[i..i + 8] == b[i..i + 8] {
+            i += 8;
+        }
+        while i < n && a[i] == b[i] {
+            i += 1;
+        }
+        if i == n {
+            return a.len().cmp(&b.len());
+        }
+        let (x, y) = (
+            self.names[a[i] as usize].as_bytes(),
+            self.names[b[i] as usize].as_bytes(),
+        );
+        let n = x.len().min(y.len());
+        match x[..n].cmp(&y[..n]) {
+            Ordering::Equal if x.len() < y.len() => {
+                if i + 1 < a.len() {
+                    b';'.cmp(&y[n])
+                } else {
+                    Ordering::Less
+                }
+            }
+            Ordering::Equal => {
+                if i + 1 < b.len() {
+                    x[n].cmp(&b';')
+                } else {
+                    Ordering::Greater
+                }
+            }
+            order => order,
+        }
+    }
 }
 
 fn thread_root(sample: &Sample) -> String {
@@ -157,5 +317,48 @@ mod tests {
         )
         .unwrap();
         assert_eq!(per_thread[0].0, "w;main;a:b;inl_[i];do_syscall_64_[k]");
+    }
+}
+
+#[cfg(test)]
+mod order_tests {
+    use super::*;
+
+    /// The label comparison agrees with comparing the folded strings, on labels that are
+    /// prefixes of each other followed by bytes below and above `;`.
+    #[test]
+    fn stack_order_is_string_order() {
+        let names = [
+            "a", "a:b", "a b", "ab", "a::x", "b", "foo", "foo::bar", "a<", "[k]",
+        ];
+        let mut labels = Labels::default();
+        let ids: Vec<u32> = names.iter().map(|n| labels.intern(n)).collect();
+        let mut stacks: Vec<Vec<u32>> = Vec::new();
+        for &x in &ids {
+            stacks.push(vec![x]);
+            for &y in &ids {
+                stacks.push(vec![x, y]);
+                for &z in &ids[..4] {
+                    stacks.push(vec![x, y, z]);
+                }
+            }
+        }
+        let text = |s: &[u32]| {
+            s.iter()
+                .map(|&i| labels.names[i as usize].as_str())
+                .collect::<Vec<_>>()
+                .join(";")
+        };
+        for a in &stacks {
+            for b in &stacks {
+                assert_eq!(
+                    labels.cmp_stacks(a, b),
+                    text(a).cmp(&text(b)),
+                    "{:?} vs {:?}",
+                    text(a),
+                    text(b)
+                );
+            }
+        }
     }
 }

@@ -131,7 +131,9 @@ pub fn frame_label(frame: &Frame<'_>, out: &mut String) {
     for c in name.chars() {
         out.push(match c {
             ';' => ':',
-            '\n' | '\r' => ' ',
+            // Line breaks would split the stack; other control characters sort below the
+            // space that ends a folded stack.
+            c if c.is_control() => ' ',
             c => c,
         });
     }
