@@ -697,7 +697,10 @@ fn loaded_search_server_shows_its_request_and_search_path() {
     let _serial = serial();
     let dir = scratch();
     let cap = dir.path().join("server.pb.gz");
+    let svg = dir.path().join("server.svg");
+    let folded = dir.path().join("server.folded");
     let (server, base) = start_search_server();
+    let server_pid = server.0.id();
     let url = format!("{base}/search?term=house&cnn=on&bbc=on&nyt=on");
     let oha_log = dir.path().join("oha.log");
     let mut oha = Reaped(
@@ -714,13 +717,17 @@ fn loaded_search_server_shows_its_request_and_search_path() {
     std::thread::sleep(std::time::Duration::from_secs(1));
     record(&[
         "--pid",
-        &server.0.id().to_string(),
+        &server_pid.to_string(),
         "-F",
         "99",
         "--duration",
         "5s",
         "-o",
         cap.to_str().unwrap(),
+        "--flamegraph",
+        svg.to_str().unwrap(),
+        "--folded",
+        folded.to_str().unwrap(),
     ]);
     let status = oha.0.wait().expect("wait for oha");
     assert!(
@@ -776,5 +783,97 @@ fn loaded_search_server_shows_its_request_and_search_path() {
     assert!(
         unresolved < 5.0,
         "{unresolved:.1}% of samples have unsymbolized search-server frames"
+    );
+    assert_capture_describes_recording(&p, server_pid, &search_server_bin());
+    assert_renderings_describe_recording(&svg, &folded, server_pid, n);
+}
+
+/// The pprof capture of a 5 s, 99 Hz recording carries what the design promises: both sample
+/// types, the period, the duration, the server's mapping with the ELF's build id, and comments
+/// with the target and every counter.
+fn assert_capture_describes_recording(p: &Profile, pid: u32, server: &Path) {
+    let types: Vec<(&str, &str)> = p
+        .sample_types
+        .iter()
+        .map(|t| (t.kind.as_str(), t.unit.as_str()))
+        .collect();
+    assert_eq!(
+        types,
+        [("samples", "count"), ("cpu", "nanoseconds")],
+        "sample types"
+    );
+    assert_eq!(p.period, 1_000_000_000 / 99, "period of 99 Hz in ns");
+    assert!(
+        p.duration_nanos >= 4_900_000_000,
+        "duration {} ns for a 5 s recording",
+        p.duration_nanos
+    );
+    let expected_id: String = blazesym::helper::read_elf_build_id(server)
+        .expect("read the server's build id")
+        .expect("the release search-server has a build id")
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let canonical = server.canonicalize().expect("canonical server path");
+    let mapping = p
+        .mappings
+        .iter()
+        .find(|m| Path::new(&m.filename).canonicalize().ok().as_deref() == Some(&*canonical))
+        .unwrap_or_else(|| panic!("no mapping for {}: {:?}", server.display(), p.mappings));
+    assert_eq!(mapping.build_id, expected_id, "build id of {mapping:?}");
+    assert!(
+        mapping.has_functions && mapping.has_line_numbers,
+        "{mapping:?}"
+    );
+    let comments = p.comments.join("\n");
+    for needle in [
+        format!("pid {pid}"),
+        "search-server".to_string(),
+        "target_samples=".to_string(),
+        "kernel_stack_collision=".to_string(),
+        "counts_full=".to_string(),
+        "unsymbolized".to_string(),
+    ] {
+        assert!(
+            comments.contains(&needle),
+            "comments lack {needle:?}:\n{comments}"
+        );
+    }
+}
+
+/// The flame graph's title names the pid and the command, its subtitle the duration and the
+/// sample count; the folded stacks mark kernel frames (a loaded server spends time in TCP).
+fn assert_renderings_describe_recording(svg: &Path, folded: &Path, pid: u32, samples: i64) {
+    let svg = std::fs::read_to_string(svg).expect("read the flame graph");
+    let title = svg
+        .split("<text id=\"title\"")
+        .nth(1)
+        .and_then(|t| t.split('>').nth(1))
+        .and_then(|t| t.split('<').next())
+        .unwrap_or_else(|| panic!("the flame graph has no title"));
+    assert!(
+        title.contains(&format!("pid {pid}")) && title.contains("search-server"),
+        "title {title:?}"
+    );
+    let subtitle = svg
+        .split("id=\"subtitle\"")
+        .nth(1)
+        .and_then(|t| t.split('>').nth(1))
+        .and_then(|t| t.split('<').next())
+        .unwrap_or_else(|| panic!("the flame graph has no subtitle"));
+    assert!(
+        subtitle.contains(&format!("{samples} samples")) && subtitle.contains(" s,"),
+        "subtitle {subtitle:?} (expected the duration and {samples} samples)"
+    );
+    let folded = std::fs::read_to_string(folded).expect("read the folded stacks");
+    assert!(
+        folded
+            .lines()
+            .any(|l| l.contains("_[k];") || l.contains("_[k] ")),
+        "no kernel frame marked `_[k]` in the folded stacks"
+    );
+    assert!(
+        !folded.contains("[unmapped]+0x0"),
+        "a zero return address became a frame"
     );
 }

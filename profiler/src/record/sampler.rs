@@ -40,13 +40,18 @@ impl RawSamples {
     }
 }
 
-/// A stack as kept: without the zero return addresses a frame-pointer walk reads where a
-/// caller kept no frame pointer (glibc's malloc, for one). Address 0 is never code, so it
-/// would only show as a bogus `[unmapped]+0x0` root frame.
+/// No code lives in the first page: Linux never maps it (`vm.mmap_min_addr` is larger still).
+const FIRST_CODE_ADDRESS: u64 = 0x1000;
+
+/// A stack as kept: cut at the first return address inside the first page. A frame-pointer
+/// walk reads such values (0, 1, ...) where a caller kept no frame pointer (glibc's malloc,
+/// for one); they are never code, and what the walk finds past them is no caller either, so
+/// they would only show as bogus root frames. The leaf (the sampled instruction pointer) is
+/// always kept, so the sample is counted.
 fn trim_stack(ips: impl Iterator<Item = u64>) -> Ips {
     let mut ips: Ips = ips.collect();
-    while ips.len() > 1 && ips.last() == Some(&0) {
-        ips.pop();
+    if let Some(bogus) = ips.iter().skip(1).position(|&ip| ip < FIRST_CODE_ADDRESS) {
+        ips.truncate(bogus + 1);
     }
     ips
 }
@@ -269,9 +274,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn zero_return_addresses_at_the_root_are_dropped() {
-        assert_eq!(trim_stack([0x10, 0x20, 0, 0].into_iter()), vec![0x10, 0x20]);
-        assert_eq!(trim_stack([0x10, 0, 0x20].into_iter()), vec![0x10, 0, 0x20]);
+    fn stacks_end_at_the_first_return_address_in_the_first_page() {
+        let (a, b) = (0x5555_0000_1000, 0x7f00_0000_2000);
+        assert_eq!(trim_stack([a, b, 0, 0].into_iter()), vec![a, b]);
+        assert_eq!(trim_stack([a, 1, b].into_iter()), vec![a]);
+        assert_eq!(trim_stack([a, 0xfff, b].into_iter()), vec![a]);
+        assert_eq!(trim_stack([a, b].into_iter()), vec![a, b]);
         // A lone zero leaf is the sampled instruction pointer itself: kept, so it is counted.
         assert_eq!(trim_stack([0].into_iter()), vec![0]);
     }
