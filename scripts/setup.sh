@@ -12,7 +12,7 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
 APT_PACKAGES=(
   rustc-web cargo-web libstd-rust-web-dev-bpf llvm-22-dev libzstd-dev zlib1g-dev
-  linux-perf golang-go chromium chromium-driver pkg-config curl
+  linux-perf golang-go chromium chromium-driver pkg-config curl procps
 )
 
 missing=()
