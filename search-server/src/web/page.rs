@@ -49,9 +49,9 @@ impl SearchPage<'_> {
 }
 
 /// Bytes of page around the hits (head, form, footer): the starting size of the buffer.
-const PAGE_FRAME_BYTES: usize = 3 * 1024;
+const PAGE_FRAME_BYTES: usize = 2 * 1024;
 /// Bytes of markup per hit besides its text.
-const HIT_MARKUP_BYTES: usize = 220;
+const HIT_MARKUP_BYTES: usize = 160;
 
 pub fn render(
     sources: &[Source],
@@ -113,14 +113,15 @@ fn estimate(outcome: Option<&Outcome>) -> usize {
             .flat_map(|s| s.hits())
             .map(|i| {
                 HIT_MARKUP_BYTES
-                    + i.title.len()
-                    + i.description.len()
-                    + i.link.as_ref().map_or(0, String::len)
+                    + i.title_html.as_str().len()
+                    + i.description_html.as_str().len()
+                    + i.link_html.as_ref().map_or(0, |l| l.as_str().len())
             })
             .sum::<usize>()
     });
-    // Escaping grows text a little; an eighth more avoids most regrowth.
-    PAGE_FRAME_BYTES + hits + hits / 8
+    // The item text is printed already escaped, so its size is known exactly: no slack, and
+    // no buffer much larger than the page held per connection in flight.
+    PAGE_FRAME_BYTES + hits
 }
 
 fn format_elapsed(d: std::time::Duration) -> String {
@@ -199,6 +200,50 @@ mod tests {
         assert_eq!(page.link_of(&item(" javascript:alert(1)")), None);
         assert_eq!(page.link_of(&item("data:text/html,x")), None);
         assert_eq!(page.link_of(&item("//evil.example/")), None);
+    }
+
+    #[tokio::test]
+    async fn the_buffer_is_sized_to_the_page() {
+        let cache = crate::feeds::FeedCache::new(
+            crate::feeds::sources::embedded(),
+            crate::feeds::CacheOptions::default(),
+        );
+        cache.refresh_all().await;
+        let all = vec!["cnn".to_string(), "bbc".into(), "nyt".into()];
+        for term in ["house", "storm", "market", "zebra"] {
+            let query = Query::new(term, all.clone(), false).unwrap().unwrap();
+            let outcome = crate::search::run(
+                cache.as_ref(),
+                cache.sources(),
+                &query,
+                crate::search::Matching::Fast,
+            )
+            .await;
+            let estimate = estimate(Some(&outcome));
+            let form = Form {
+                term: Some(term.into()),
+                checked: all.clone(),
+                first: false,
+            };
+            let page = body(render(
+                cache.sources(),
+                &form,
+                Some((&query, &outcome)),
+                None,
+                StatusCode::OK,
+            ));
+            // Never short (the buffer would double), never much over (held per request).
+            assert!(
+                estimate >= page.len(),
+                "{term}: {estimate} < {}",
+                page.len()
+            );
+            assert!(
+                estimate <= page.len() + page.len() / 8 + 1024,
+                "{term}: {estimate} is far over {}",
+                page.len()
+            );
+        }
     }
 
     #[test]
