@@ -163,6 +163,7 @@ pub struct ListArgs {
 #[command(after_help = "Examples:
   profiler diff base.pb.gz current.pb.gz -o diff.svg
   profiler diff base.pb.gz current.pb.gz --cum     # which code paths grew, callees included
+  profiler diff base.pb.gz current.pb.gz --focus 'search_server::search' -o search-diff.svg
   profiler diff base.folded current.pb.gz --normalize
   profiler diff base.pb.gz current.pb.gz --fail-if-regressed 5   # for CI
   profiler diff heap-1.pb.gz heap-2.pb.gz --sample-type inuse_space
@@ -173,8 +174,8 @@ pub struct DiffArgs {
     /// Differential flame graph output.
     #[arg(short, long)]
     pub output: Option<PathBuf>,
-    #[arg(long)]
-    pub sample_type: Option<String>,
+    #[command(flatten)]
+    pub filter: FilterArgs,
     /// Scale both captures to the same total.
     #[arg(long)]
     pub normalize: bool,
@@ -453,10 +454,7 @@ mod reading {
         });
         let (base, current) = (base?, current?);
         let opts = DiffOptions {
-            selection: Selection {
-                sample_type: args.sample_type,
-                ..Selection::default()
-            },
+            selection: selection(&args.filter)?,
             normalize: args.normalize,
             count: args.count,
             by_cum: args.cum,

@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::flamegraph::base_options;
 use super::folded::{FoldOptions, IdStacks, Labels};
 use super::top::{csv_field, function_totals};
-use super::{RenderError, Selection, Unit, is_time_based};
+use super::{Metadata, RenderError, Selection, Unit, is_time_based};
 use crate::profile::{Profile, ValueType};
 
 #[derive(Debug, Clone, Default)]
@@ -199,6 +199,11 @@ pub fn diff_table(
             }
         })
         .collect();
+    if rows.is_empty() && (opts.selection.focus.is_some() || opts.selection.ignore.is_some()) {
+        return Err(RenderError::NoMatch(
+            "no samples left in either capture after --focus/--ignore; loosen the regexes".into(),
+        ));
+    }
     rows.sort_by(|a, b| {
         b.share_delta
             .abs()
@@ -369,7 +374,12 @@ pub fn write_diff_flamegraph(
     let mut cstacks = IdStacks::collect(current, &fold_opts, &mut labels)?;
     if cstacks.is_empty() {
         return Err(RenderError::NoMatch(
-            "the current capture has no samples to draw".into(),
+            if opts.selection.focus.is_some() || opts.selection.ignore.is_some() {
+                "the current capture has no samples left to draw after --focus/--ignore; loosen the regexes"
+            } else {
+                "the current capture has no samples to draw"
+            }
+            .into(),
         ));
     }
     std::thread::scope(|s| {
@@ -386,9 +396,20 @@ pub fn write_diff_flamegraph(
         Scaling::PerSecond => "base scaled per second of capture",
         Scaling::Totals => "totals",
     };
-    let title = "Differential flame graph: base → current".to_string();
+    let (bm, cm) = (Metadata::of(base), Metadata::of(current));
+    let title = match (&bm.target, &cm.target) {
+        (Some(b), Some(c)) if b != c => format!("Differential flame graph: {b} → {c}"),
+        (_, Some(c)) => format!("Differential flame graph: {c}, base → current"),
+        _ => "Differential flame graph: base → current".to_string(),
+    };
+    let length = |m: &Metadata| m.duration_secs.map_or("?".into(), |d| format!("{d:.2} s"));
+    let lengths = if bm.duration_secs.is_some() || cm.duration_secs.is_some() {
+        format!("base {} → current {}; ", length(&bm), length(&cm))
+    } else {
+        String::new()
+    };
     let subtitle = format!(
-        "{} in {}; red grew, blue shrank; {how}",
+        "{lengths}{} in {}; red grew, blue shrank; {how}",
         t.kind,
         Unit::of(&t).count_name(&t)
     );

@@ -96,6 +96,8 @@ fn a_regex_that_leaves_nothing_fails_in_every_command() {
         vec!["fold", &cpu, "--focus", "^nothing$"],
         vec!["flamegraph", &cpu, "--ignore", ".", "-o", path_str(&svg)],
         vec!["list", &cpu, "^nothing$"],
+        vec!["diff", &cpu, &cpu, "--focus", "^nothing$"],
+        vec!["diff", &cpu, &cpu, "--ignore", "main", "-o", path_str(&svg)],
     ] {
         let o = profiler(&args);
         assert!(!o.status.success(), "{args:?} should fail");
@@ -128,4 +130,45 @@ fn every_command_has_examples_in_its_help() {
             "{cmd} --help shows its own use:\n{help}"
         );
     }
+}
+
+#[test]
+fn diff_focus_keeps_the_matching_stacks_on_both_sides() {
+    let cpu = path_str(&fixture("cpu.pb.gz")).to_string();
+    let slower = path_str(&fixture("cpu-slower.pb.gz")).to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let svg = dir.path().join("focus.svg");
+    let t = json(&[
+        "diff",
+        &cpu,
+        &slower,
+        "--focus",
+        "search::run",
+        "--ignore",
+        "lowercase",
+        "--format",
+        "json",
+        "-o",
+        path_str(&svg),
+    ]);
+    let functions: Vec<&str> = t["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["function"].as_str().unwrap())
+        .collect();
+    assert!(functions.contains(&"search_server::feeds::parse"), "{t}");
+    assert!(
+        !functions.contains(&"sys_read"),
+        "not under search::run: {t}"
+    );
+    assert!(
+        !functions.contains(&"search_server::search::lowercase"),
+        "ignored: {t}"
+    );
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert!(text.contains("feeds::parse") && !text.contains("sys_read"));
+    // Title and subtitle from both captures' metadata.
+    assert!(text.contains("Differential flame graph: pid 4242 (search-server)"));
+    assert!(text.contains("base 2.00 s → current 2.00 s"));
 }
