@@ -45,13 +45,14 @@ Examples:
   # CPU: base of the running server, then change it, then current (press Enter in between)
   scripts/compare.sh --pause
   # CPU, in two steps: keep a base, restart the server with your change, compare against it
-  scripts/compare.sh --duration 15                       # writes out/compare/base.pb.gz
+  scripts/compare.sh --duration 15                       # keeps out/compare/base.pb.gz
   scripts/compare.sh --base out/compare/base.pb.gz --out out/compare2
   # The whole story unattended: the slow search path shows up by name as the biggest growth
   scripts/compare.sh --demo --duration 5 --port 5050
   # CI: fail when any function's share grew by more than 5 points
   scripts/compare.sh --base base.pb.gz -- --fail-if-regressed 5
-  # Heap (once `profiler record` can sample allocations): compare in-use bytes as totals
+  # Heap, once `profiler record` samples allocations (pass its switch with --record-arg;
+  # heap types compare as totals, not per second):
   scripts/compare.sh --pause --record-arg=--heap --sample-type inuse_space
 EOF
 }
