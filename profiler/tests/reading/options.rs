@@ -31,6 +31,7 @@ fn diff_compares_time_per_second_and_heap_as_totals() {
     let cpu = path_str(&fixture("cpu.pb.gz")).to_string();
     let t = json(&["diff", &cpu, path_str(&longer_path), "--format", "json"]);
     assert_eq!(t["scaling"], "per_second", "{t}");
+    assert_eq!(t["measure"], "flat", "flat by default, as go tool pprof");
     assert_eq!(t["unit"], "ms per second of capture");
     let m = row(&t, "search_server::search::matches");
     // 60 samples of 10.10101 ms over 2 s, then over 4 s.
