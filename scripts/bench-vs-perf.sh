@@ -52,11 +52,13 @@ perf record -q -F "$FREQ" -g -p "$workload_pid" -o "$WORK/perf.data" >/dev/null 
 perf_pid=$!
 echo "==> recording pid $workload_pid for ${SECONDS_TO_RECORD}s with perf and profiler at $FREQ Hz" >&2
 "$PROFILER" record --pid "$workload_pid" -F "$FREQ" --duration "${SECONDS_TO_RECORD}s" \
-  -o "$WORK/profiler.pb.gz" --folded "$WORK/profiler.folded" >&2
+  -o "$WORK/profiler.pb.gz" >&2
 wait "$workload_pid" || true
 workload_pid=""
 wait "$perf_pid" || { cat "$WORK/perf.err" >&2; exit 1; }
 perf_pid=""
+# Counted in samples, as perf's lines are (the capture's default weight is CPU time).
+"$PROFILER" fold --sample-type samples "$WORK/profiler.pb.gz" > "$WORK/profiler.folded"
 
 # perf script prints each sample as a header line, then one line per frame (leaf first), then
 # a blank line; fold it to `root;...;leaf 1`.

@@ -127,6 +127,8 @@ pub fn build_profile(
     let mut stats = Stats::default();
     let mut vma_mapping: HashMap<usize, usize> = HashMap::new();
     let mut kernel_mapping: Option<usize> = None;
+    // (address, is the leaf) → (location id, lines in it, symbolized).
+    let mut location_cache: HashMap<(u64, bool), (usize, u64, bool)> = HashMap::new();
 
     let mut keys: Vec<_> = raw.counts.iter().collect();
     keys.sort_unstable_by_key(|(k, _)| **k);
@@ -140,58 +142,70 @@ pub fn build_profile(
         let stacks = kernel.into_iter().chain(user);
         for stack in stacks {
             for (i, &ip) in raw.stacks[stack].iter().enumerate() {
-                let addr = lookup_address(i, ip);
-                let Some(r) = resolver.get(addr, ip) else {
-                    continue;
+                // Stacks share most of their frames (the same server loop under every
+                // request): each frame becomes a location once, not once per sample.
+                let key = (ip, i == 0);
+                let (location, lines, symbolized) = match location_cache.get(&key) {
+                    Some(&cached) => cached,
+                    None => {
+                        let addr = lookup_address(i, ip);
+                        let Some(r) = resolver.get(addr, ip) else {
+                            continue;
+                        };
+                        let mapping = if ip >= KERNEL_START {
+                            Some(*kernel_mapping.get_or_insert_with(|| {
+                                b.add_mapping(Mapping {
+                                    filename: Mapping::KERNEL.to_string(),
+                                    has_functions: true,
+                                    ..Mapping::default()
+                                })
+                            }))
+                        } else {
+                            r.vma.map(|v| {
+                                *vma_mapping.entry(v).or_insert_with(|| {
+                                    let vma = &maps.vmas()[v];
+                                    let build_id = vma
+                                        .file
+                                        .as_deref()
+                                        .map(|f| symbolizer.build_id(f))
+                                        .unwrap_or_default();
+                                    b.add_mapping(Mapping {
+                                        memory_start: vma.start,
+                                        memory_limit: vma.end,
+                                        file_offset: vma.file_offset,
+                                        filename: vma.name.clone(),
+                                        build_id,
+                                        ..Mapping::default()
+                                    })
+                                })
+                            })
+                        };
+                        if let Some(m) = mapping {
+                            let mapping = &mut b.profile_mut().mappings[m];
+                            mapping.has_functions |= r.symbolized;
+                            mapping.has_filenames |= r.has_line_info;
+                            mapping.has_line_numbers |= r.has_line_info;
+                            mapping.has_inline_frames |= r.has_inlined;
+                        }
+                        let lines = r
+                            .lines
+                            .iter()
+                            .map(|l| Line {
+                                function: b.function(&l.function, &l.file),
+                                line: l.line,
+                            })
+                            .collect();
+                        let location = b.location(mapping, ip, lines);
+                        let cached = (location, r.lines.len() as u64, r.symbolized);
+                        location_cache.insert(key, cached);
+                        cached
+                    }
                 };
-                frames += r.lines.len() as u64;
-                if !r.symbolized {
+                frames += lines;
+                if !symbolized {
                     unsymbolized += 1;
                 }
-                let mapping = if ip >= KERNEL_START {
-                    Some(*kernel_mapping.get_or_insert_with(|| {
-                        b.add_mapping(Mapping {
-                            filename: Mapping::KERNEL.to_string(),
-                            has_functions: true,
-                            ..Mapping::default()
-                        })
-                    }))
-                } else {
-                    r.vma.map(|v| {
-                        *vma_mapping.entry(v).or_insert_with(|| {
-                            let vma = &maps.vmas()[v];
-                            let build_id = vma
-                                .file
-                                .as_deref()
-                                .map(|f| symbolizer.build_id(f))
-                                .unwrap_or_default();
-                            b.add_mapping(Mapping {
-                                memory_start: vma.start,
-                                memory_limit: vma.end,
-                                file_offset: vma.file_offset,
-                                filename: vma.name.clone(),
-                                build_id,
-                                ..Mapping::default()
-                            })
-                        })
-                    })
-                };
-                if let Some(m) = mapping {
-                    let mapping = &mut b.profile_mut().mappings[m];
-                    mapping.has_functions |= r.symbolized;
-                    mapping.has_filenames |= r.has_line_info;
-                    mapping.has_line_numbers |= r.has_line_info;
-                    mapping.has_inline_frames |= r.has_inlined;
-                }
-                let lines = r
-                    .lines
-                    .iter()
-                    .map(|l| Line {
-                        function: b.function(&l.function, &l.file),
-                        line: l.line,
-                    })
-                    .collect();
-                locations.push(b.location(mapping, ip, lines));
+                locations.push(location);
             }
         }
         match user {
