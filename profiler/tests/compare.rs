@@ -202,6 +202,21 @@ fn bad_arguments_are_named_before_anything_starts() {
         &["/nonexistent/base.pb.gz", "does not exist"],
     );
     fails(&["--demo", "--pid", "1"], &["--demo", "--pid 1"]);
+    // A pid that is not running is named before any load starts.
+    let bin_dir = release_dir();
+    let out = tempfile::tempdir().unwrap();
+    fails(
+        &[
+            "--pid",
+            "2147483646",
+            "--no-load",
+            "--bin-dir",
+            bin_dir.to_str().unwrap(),
+            "--out",
+            out.path().to_str().unwrap(),
+        ],
+        &["pid 2147483646 is not running"],
+    );
     let missing = Path::new("/nonexistent-bin-dir");
     fails(
         &["--bin-dir", missing.to_str().unwrap(), "--pid", "1"],
