@@ -191,6 +191,25 @@ fn diff_fail_if_regressed() {
     assert!(stderr(&o).contains("search_server::search::matches"));
     let o = profiler(&["diff", &cpu(), &slower(), "--fail-if-regressed", "30"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    // With --cum the limit applies to cumulative shares: matches went from 50% to ~77%.
+    let o = profiler(&[
+        "diff",
+        &cpu(),
+        &slower(),
+        "--cum",
+        "--fail-if-regressed",
+        "25",
+    ]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    let o = profiler(&[
+        "diff",
+        &cpu(),
+        &slower(),
+        "--cum",
+        "--fail-if-regressed",
+        "28",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     // The other way round it shrank: no regression.
     let o = profiler(&["diff", &slower(), &cpu(), "--fail-if-regressed", "1"]);
     assert!(stdout_has(&o, "search_server::feeds::parse"));
