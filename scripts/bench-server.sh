@@ -153,6 +153,8 @@ PY
 
 rss_line() { # LABEL
   local rss_kb hwm_kb
+  # Read once oha's connections have closed and the server has gone idle.
+  sleep 1
   rss_kb=$(awk '/^VmRSS:/ {print $2}' "/proc/$server_pid/status")
   hwm_kb=$(awk '/^VmHWM:/ {print $2}' "/proc/$server_pid/status")
   python3 -c "
