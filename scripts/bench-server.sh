@@ -28,6 +28,7 @@ Wrap it in `flock /work/bench.lock` on a shared machine so measurements never ov
 Examples:
   scripts/bench-server.sh
   flock /work/bench.lock scripts/bench-server.sh 5 100000
+  flock /work/bench.lock nice -n -10 scripts/bench-server.sh 5 100000   # ahead of busy neighbours
   SLOW_SEARCH=1 scripts/bench-server.sh 1 20000
 EOF
 }
