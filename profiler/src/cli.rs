@@ -200,9 +200,12 @@ pub struct DiffArgs {
   profiler convert cpu.pb.gz -o cpu.folded
   profiler convert perf.folded -o perf.pb.gz")]
 pub struct ConvertArgs {
+    /// Capture to read: pprof (.pb.gz or raw) or folded stacks
     pub input: PathBuf,
+    /// File to write: folded stacks (*.folded, .fold, .collapsed, .txt) or pprof (*.pb.gz, .pb, .pprof)
     #[arg(short, long)]
     pub output: PathBuf,
+    /// Sample type to write when converting to folded (default: the capture's default)
     #[arg(long)]
     pub sample_type: Option<String>,
 }
