@@ -159,6 +159,24 @@ impl Drop for Workload {
     }
 }
 
+/// Launches workload `name` with argument `secs` under `profiler record -F 99` and reads the
+/// capture it wrote.
+fn record_launched(name: &str, secs: &str) -> Profile {
+    let dir = scratch();
+    let cap = dir.path().join(format!("{name}.pb.gz"));
+    let exe = workload(name);
+    record(&[
+        "-F",
+        "99",
+        "-o",
+        cap.to_str().unwrap(),
+        "--",
+        exe.to_str().unwrap(),
+        secs,
+    ]);
+    load(&cap)
+}
+
 fn scratch() -> tempfile::TempDir {
     tempfile::tempdir().expect("temp dir")
 }
@@ -266,19 +284,7 @@ fn assert_share(p: &Profile, function: &str, expected: f64, tolerance: f64) {
 fn cpu_split_shares_are_60_30_10() {
     require_root();
     let _serial = serial();
-    let dir = scratch();
-    let cap = dir.path().join("cpu.pb.gz");
-    let exe = workload("cpu_split");
-    record(&[
-        "-F",
-        "99",
-        "-o",
-        cap.to_str().unwrap(),
-        "--",
-        exe.to_str().unwrap(),
-        "6",
-    ]);
-    let p = load(&cap);
+    let p = record_launched("cpu_split", "6");
     // 6 s at 99 Hz is ~590 samples when the workload has a core to itself; on a busy machine it
     // runs (and is sampled) less. Below 100 the shares would mean little.
     let n = total_samples(&p);
@@ -410,19 +416,7 @@ fn threads_started_after_attach_are_sampled_with_their_names() {
 fn frame_pointer_stacks_are_whole_and_inlined_frames_show() {
     require_root();
     let _serial = serial();
-    let dir = scratch();
-    let cap = dir.path().join("deep.pb.gz");
-    let exe = workload("deep_inline");
-    record(&[
-        "-F",
-        "99",
-        "-o",
-        cap.to_str().unwrap(),
-        "--",
-        exe.to_str().unwrap(),
-        "5",
-    ]);
-    let p = load(&cap);
+    let p = record_launched("deep_inline", "5");
     let n = total_samples(&p);
     assert!(
         n >= 100,

@@ -137,18 +137,83 @@ impl std::ops::DerefMut for Reaped {
     }
 }
 
-fn wait_guarded(mut child: Child) -> Result<Output, Failed> {
+/// The profiler's stderr, read line by line while it runs; every line read is kept.
+struct StderrLog {
+    lines: std::io::Lines<BufReader<std::process::ChildStderr>>,
+    seen: Vec<String>,
+}
+
+impl StderrLog {
+    fn of(child: &mut Child) -> Self {
+        let stderr = child.stderr.take().expect("stderr is piped");
+        Self {
+            lines: BufReader::new(stderr).lines(),
+            seen: Vec::new(),
+        }
+    }
+
+    /// Reads until a line contains `needle`; fails with everything read when stderr closes first.
+    fn wait_for(&mut self, needle: &str) -> Result<(), Failed> {
+        for line in self.lines.by_ref() {
+            let line = line.map_err(|e| e.to_string())?;
+            let found = line.contains(needle);
+            self.seen.push(line);
+            if found {
+                return Ok(());
+            }
+        }
+        Err(format!("profiler never said {needle:?}: {}", self.seen.join("\n")).into())
+    }
+
+    /// Keeps reading on a thread (so the child never blocks on a full pipe); `join` gives the
+    /// whole log.
+    fn drain_in_background(self) -> DrainedLog {
+        let Self { lines, seen } = self;
+        DrainedLog {
+            seen,
+            rest: std::thread::spawn(move || lines.map_while(Result::ok).collect()),
+        }
+    }
+}
+
+struct DrainedLog {
+    seen: Vec<String>,
+    rest: std::thread::JoinHandle<Vec<String>>,
+}
+
+impl DrainedLog {
+    fn join(mut self) -> String {
+        self.seen.extend(self.rest.join().unwrap_or_default());
+        self.seen.join("\n")
+    }
+}
+
+fn sigint(child: &Child) {
+    // SAFETY: signalling our own child, which is not reaped yet.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+}
+
+/// Waits for the child to exit, up to the hang guard (then `hang` is the error).
+fn wait_exit(child: &mut Child, hang: &str) -> Result<ExitStatus, Failed> {
     let start = Instant::now();
     loop {
-        if child.try_wait().map_err(|e| e.to_string())?.is_some() {
-            return child.wait_with_output().map_err(|e| e.to_string().into());
+        if let Some(s) = child.try_wait().map_err(|e| e.to_string())? {
+            return Ok(s);
         }
         if start.elapsed() > HANG_GUARD {
             let _ = child.kill();
-            return Err(format!("profiler still running after {HANG_GUARD:?}").into());
+            return Err(hang.into());
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+fn wait_guarded(mut child: Child) -> Result<Output, Failed> {
+    wait_exit(
+        &mut child,
+        &format!("profiler still running after {HANG_GUARD:?}"),
+    )?;
+    child.wait_with_output().map_err(|e| e.to_string().into())
 }
 
 fn run(cmd: &mut Command) -> Result<Output, Failed> {
@@ -529,37 +594,15 @@ fn ctrl_c_still_writes_every_output() -> Result<(), Failed> {
             .map_err(|e| e.to_string())?,
     );
     // Wait until sampling runs (the profiler logs it), let it sample, then Ctrl-C.
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut seen = Vec::new();
-    for line in lines.by_ref() {
-        let line = line.map_err(|e| e.to_string())?;
-        let started = line.contains("recording started");
-        seen.push(line);
-        if started {
-            break;
-        }
-    }
+    let mut log = StderrLog::of(&mut child);
+    log.wait_for("recording started")?;
     std::thread::sleep(Duration::from_millis(1500));
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let rest = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
-    let status: Result<ExitStatus, Failed> = {
-        let start = Instant::now();
-        loop {
-            if let Some(s) = child.try_wait().map_err(|e| e.to_string())? {
-                break Ok(s);
-            }
-            if start.elapsed() > HANG_GUARD {
-                let _ = child.kill();
-                break Err("profiler did not stop after Ctrl-C".into());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    };
+    sigint(&child);
+    let rest = log.drain_in_background();
+    let status = wait_exit(&mut child, "profiler did not stop after Ctrl-C");
     let _ = workload.kill();
     let _ = workload.wait();
-    seen.extend(rest.join().unwrap_or_default());
-    let err = seen.join("\n");
+    let err = rest.join();
     let status = status?;
     check(status.success(), || format!("status {status:?}: {err}"))?;
     check(err.contains("interrupted"), || err.clone())?;
@@ -617,42 +660,18 @@ fn second_ctrl_c_attempt() -> Result<Option<String>, Failed> {
             .spawn()
             .map_err(|e| e.to_string())?,
     );
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut seen = Vec::new();
-    let mut wait_for = |needle: &str, seen: &mut Vec<String>| -> Result<(), Failed> {
-        for line in lines.by_ref() {
-            let line = line.map_err(|e| e.to_string())?;
-            let found = line.contains(needle);
-            seen.push(line);
-            if found {
-                return Ok(());
-            }
-        }
-        Err(format!("profiler never said {needle:?}: {}", seen.join("\n")).into())
-    };
-    wait_for("recording started", &mut seen)?;
+    let mut log = StderrLog::of(&mut child);
+    log.wait_for("recording started")?;
     std::thread::sleep(Duration::from_millis(1500));
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    sigint(&child);
     // Only once the first signal was handled: two pending SIGINTs would merge into one.
-    wait_for("Ctrl-C again to abort", &mut seen)?;
-    // SAFETY: as above.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let rest = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().map_err(|e| e.to_string())? {
-            break s;
-        }
-        if start.elapsed() > HANG_GUARD {
-            return Err("profiler did not stop after two Ctrl-C".into());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    log.wait_for("Ctrl-C again to abort")?;
+    sigint(&child);
+    let rest = log.drain_in_background();
+    let status = wait_exit(&mut child, "profiler did not stop after two Ctrl-C")?;
     let _ = workload.kill();
     let _ = workload.wait();
-    seen.extend(rest.join().unwrap_or_default());
-    let err = seen.join("\n");
+    let err = rest.join();
     if status.success() && err.contains("samples:") {
         return Ok(Some(format!("{status:?}: {err}")));
     }

@@ -357,8 +357,8 @@ mod tests {
         assert_eq!(unmapped.lines[0].function, "[unmapped]+0x8");
     }
 
-    #[test]
-    fn unknown_addresses_name_their_module() {
+    /// This process's maps and its vDSO mapping.
+    fn own_vdso() -> (ProcessMaps, Vma) {
         let mut maps = ProcessMaps::default();
         maps.refresh(std::process::id()).unwrap();
         let vdso = maps
@@ -367,6 +367,12 @@ mod tests {
             .find(|v| v.name == "[vdso]")
             .expect("a vdso")
             .clone();
+        (maps, vdso)
+    }
+
+    #[test]
+    fn unknown_addresses_name_their_module() {
+        let (maps, vdso) = own_vdso();
         // The vDSO's ELF header is no function.
         let addr = vdso.start + 0x10;
         let out = Symbolizer::new().user(&maps, &[addr]);
@@ -376,14 +382,7 @@ mod tests {
 
     #[test]
     fn vdso_functions_are_named() {
-        let mut maps = ProcessMaps::default();
-        maps.refresh(std::process::id()).unwrap();
-        let vdso = maps
-            .vmas()
-            .iter()
-            .find(|v| v.name == "[vdso]")
-            .expect("a vdso")
-            .clone();
+        let (maps, vdso) = own_vdso();
         // Scan the vDSO for addresses that resolve: it exports clock_gettime and friends.
         let addrs: Vec<u64> = (vdso.start..vdso.end).step_by(16).collect();
         let out = Symbolizer::new().user(&maps, &addrs);
