@@ -24,12 +24,17 @@ fn main() {
     let path = search_path();
     check_toolchain(&path);
 
-    // One inner target dir per outer profile directory (<target>/<profile>/build/...): check,
-    // clippy, test and build runs share it, so after the first build it is incremental.
+    // The eBPF programs are built for the architecture the profiler is built for: the kernel
+    // ABI (pt_regs layout, syscall conventions) is that architecture's.
+    let arch = env::var("CARGO_CFG_TARGET_ARCH").expect("set by cargo");
+    println!("cargo::rerun-if-env-changed=CARGO_CFG_TARGET_ARCH");
+    // One inner target dir per architecture, beside the outer profiles
+    // (<target>/[<triple>/]<profile>/build/<pkg>/out): check, clippy, test and release builds all
+    // share it, so the programs are compiled once and every later build is a no-op.
     let inner_target = out_dir
         .ancestors()
-        .nth(2)
-        .map(|build| build.join("profiler-ebpf-bpf"))
+        .nth(4)
+        .map(|target| target.join(format!("profiler-ebpf-{arch}")))
         .unwrap_or_else(|| out_dir.join("bpf-target"));
 
     let mut cmd = Command::new(DEBIAN_CARGO);
@@ -60,9 +65,9 @@ fn main() {
         .env(
             "CARGO_ENCODED_RUSTFLAGS",
             [
-                "--cfg=bpf_target_arch=\"x86_64\"",
-                "-Cdebuginfo=2",
-                "-Clink-arg=--btf",
+                format!("--cfg=bpf_target_arch=\"{arch}\""),
+                "-Cdebuginfo=2".to_string(),
+                "-Clink-arg=--btf".to_string(),
             ]
             .join("\x1f"),
         );

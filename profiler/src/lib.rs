@@ -1,9 +1,9 @@
-//! Out-of-process profiler for native services: eBPF sampling (`record`), symbolization
-//! (`symbolize`), the in-memory profile (`profile`), pprof captures (`capture`) and the
-//! renderings people read (`render`). `cli` is the only module that knows clap.
+//! Out-of-process profiler for native services, as a library: recording with eBPF
+//! (`record`: a session over collectors), symbolization (`symbolize`), the in-memory profile
+//! (`profile`), captures on disk and their metadata (`capture`), and the renderings people
+//! read (`render`). The `profiler` binary is a thin command line over it.
 
 pub mod capture;
-pub mod cli;
 pub mod profile;
 pub mod record;
 pub mod render;

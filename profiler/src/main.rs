@@ -1,7 +1,10 @@
-//! `profiler` binary: parse the command line, run, print an error once, exit non-zero.
+//! `profiler` binary: parse the command line, run, print an error once (with its causes),
+//! exit non-zero. Only the binary knows clap and anyhow; the library does the work.
+
+mod cli;
 
 fn main() {
-    let code = match profiler::cli::run() {
+    let code = match cli::run() {
         Ok(code) => code,
         Err(err) => {
             eprintln!("profiler: error: {err:#}");

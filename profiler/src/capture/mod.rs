@@ -3,6 +3,7 @@
 //! to do about it.
 
 pub mod folded;
+pub mod info;
 pub mod pprof;
 
 use std::fs;
@@ -28,20 +29,38 @@ pub enum CaptureError {
     Read { path: PathBuf, source: io::Error },
     #[error("capture {path} is empty; the recording that wrote it may have failed, record again")]
     Empty { path: PathBuf },
+    #[error("capture {path} is truncated: the file was cut short, copy or record it again")]
+    Truncated {
+        path: PathBuf,
+        #[source]
+        source: DecodeProblem,
+    },
     #[error(
-        "capture {path} is truncated ({detail}); the file was cut short, copy or record it again"
+        "capture {path} is corrupt or truncated: record or copy it again, and check that it is a pprof file"
     )]
-    Truncated { path: PathBuf, detail: String },
-    #[error(
-        "capture {path} is corrupt or truncated ({detail}); record or copy it again, and check that it is a pprof file"
-    )]
-    Corrupt { path: PathBuf, detail: String },
+    Corrupt {
+        path: PathBuf,
+        #[source]
+        source: DecodeProblem,
+    },
     #[error(
         "{path} is not a capture: it looks like {what}; give a pprof profile (.pb.gz, .pb) or folded stacks (`a;b;c 12` per line)"
     )]
     Foreign { path: PathBuf, what: String },
     #[error("cannot write {path}: {source}; check that the directory exists and is writable")]
     Write { path: PathBuf, source: io::Error },
+}
+
+/// What exactly could not be decoded, kept as the source of `Truncated` and `Corrupt`.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeProblem {
+    #[error("bad gzip data")]
+    Gzip(#[source] io::Error),
+    #[error("bad protobuf")]
+    Protobuf(#[source] prost::DecodeError),
+    /// Decoded, but the profile contradicts itself (a dangling id or string index).
+    #[error("{0}")]
+    Inconsistent(String),
 }
 
 /// Which format a capture was read from.
@@ -94,11 +113,11 @@ pub fn decode_capture(bytes: &[u8], path: &Path) -> Result<Loaded, CaptureError>
             .map_err(|e| match e.kind() {
                 io::ErrorKind::UnexpectedEof => CaptureError::Truncated {
                     path: p(),
-                    detail: "gzip stream ends early".into(),
+                    source: DecodeProblem::Gzip(e),
                 },
                 _ => CaptureError::Corrupt {
                     path: p(),
-                    detail: format!("bad gzip data: {e}"),
+                    source: DecodeProblem::Gzip(e),
                 },
             })?;
         if raw.is_empty() {
@@ -136,11 +155,14 @@ fn decode_uncompressed(bytes: &[u8], path: &Path) -> Result<Loaded, CaptureError
         });
     }
     let wire = pprof::proto::Profile::decode(bytes).map_err(|e| {
-        let detail = e.to_string();
-        if detail.contains("underflow") || detail.contains("unexpected end") {
-            CaptureError::Truncated { path: p(), detail }
+        // prost says how decoding failed only in words: running out of bytes is a cut file.
+        let text = e.to_string();
+        let truncated = text.contains("underflow") || text.contains("unexpected end");
+        let source = DecodeProblem::Protobuf(e);
+        if truncated {
+            CaptureError::Truncated { path: p(), source }
         } else {
-            CaptureError::Corrupt { path: p(), detail }
+            CaptureError::Corrupt { path: p(), source }
         }
     })?;
     if wire.sample_type.is_empty() || wire.string_table.is_empty() {
@@ -149,8 +171,10 @@ fn decode_uncompressed(bytes: &[u8], path: &Path) -> Result<Loaded, CaptureError
             what: "binary data that is not a pprof profile (no sample types)".into(),
         });
     }
-    let profile =
-        pprof::from_proto(wire).map_err(|detail| CaptureError::Corrupt { path: p(), detail })?;
+    let profile = pprof::from_proto(wire).map_err(|detail| CaptureError::Corrupt {
+        path: p(),
+        source: DecodeProblem::Inconsistent(detail),
+    })?;
     Ok(Loaded {
         profile,
         format: CaptureFormat::PprofRaw,

@@ -1,21 +1,19 @@
-//! Turns drained samples into a `Profile`: resolves every stack address (incrementally, while
-//! the target lives, so the end of a recording is quick), builds locations with inlined lines,
-//! mappings with build ids, `thread`/`tid` labels, and comments that record how it went.
+//! Turns accumulated samples into a `Profile`: resolves every stack address (incrementally,
+//! while the targets live, so the end of a recording is quick), builds locations with inlined
+//! lines, mappings with build ids, `thread`/`tid`/`pid`/`process` labels, and the statistics
+//! the capture's metadata and the summary report (stack health, unsymbolized frames by reason).
 
-use std::collections::HashMap;
-use std::time::{Duration, SystemTime};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
-use profiler_ebpf::{Counter, MAX_STACK_DEPTH};
+use profiler_ebpf::stacks::MAX_STACK_DEPTH;
 
-use super::StopReason;
-use super::sampler::{ProgramCost, RawSamples};
+use super::collector::{Batch, RawSamples, StackId, StackTable};
+use super::health::{Ending, Health, is_kernel_root, is_user_root};
+use super::targets::ProcessRecord;
 use crate::profile::{
     Label, LabelValue, Line, Mapping, Profile, ProfileBuilder, Sample, ValueType,
 };
-use crate::symbolize::{ProcessMaps, Resolved, Symbolizer};
-
-/// Kernel text lives in the upper half of the address space on x86_64.
-const KERNEL_START: u64 = 0xffff_8000_0000_0000;
+use crate::symbolize::{MissReason, ProcessMaps, Resolved, Symbolizer};
 
 /// The first frame is where the CPU was; every other frame is a return address, which points
 /// after the call. Looking up `ip - 1` attributes it to the call's line and inlined frames.
@@ -23,228 +21,271 @@ fn lookup_address(index: usize, ip: u64) -> u64 {
     if index == 0 { ip } else { ip.saturating_sub(1) }
 }
 
-/// Symbolization results by lookup address, filled as stacks arrive.
-#[derive(Default)]
-pub struct Resolver {
-    user: HashMap<u64, Resolved>,
-    kernel: HashMap<u64, Resolved>,
-    done: usize,
+/// No code lives in the first page: Linux never maps it (`vm.mmap_min_addr` is larger still).
+const FIRST_CODE_ADDRESS: u64 = 0x1000;
+
+/// A user stack as kept: cut at the first return address inside the first page. A
+/// frame-pointer walk reads such values (0, 1, ...) where a caller kept no frame pointer; they
+/// are never code, and what the walk finds past them is no caller either. The leaf (the
+/// sampled instruction pointer) is always kept, so the sample is counted.
+pub fn trim_user_stack(mut ips: Vec<u64>) -> Vec<u64> {
+    if let Some(bogus) = ips.iter().skip(1).position(|&ip| ip < FIRST_CODE_ADDRESS) {
+        ips.truncate(bogus + 1);
+    }
+    ips
 }
 
-impl Resolver {
-    /// Resolves the addresses of stacks not seen before.
-    pub fn resolve_new(
+/// Symbolization results, filled as stacks arrive and kept for the session.
+#[derive(Default)]
+pub struct Symbols {
+    symbolizer: Symbolizer,
+    /// (pid, lookup address) → result.
+    user: HashMap<(u32, u64), Resolved>,
+    kernel: HashMap<u64, Resolved>,
+    user_done: HashSet<(u32, StackId)>,
+    kernel_done: HashSet<StackId>,
+}
+
+impl Symbols {
+    /// Resolves the addresses of the stacks in `batch` not resolved before, with each
+    /// process's maps as they are now (the caller refreshed them).
+    pub fn resolve(
         &mut self,
-        raw: &RawSamples,
-        maps: &ProcessMaps,
-        symbolizer: &mut Symbolizer,
+        batch: &Batch,
+        stacks: &StackTable,
+        processes: &BTreeMap<u32, ProcessRecord>,
     ) {
-        let mut user = Vec::new();
+        let mut user: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
         let mut kernel = Vec::new();
-        for stack in &raw.stacks[self.done..] {
-            for (i, &ip) in stack.iter().enumerate() {
-                let addr = lookup_address(i, ip);
-                if ip >= KERNEL_START {
-                    if !self.kernel.contains_key(&addr) {
-                        kernel.push(addr);
+        for (key, _) in &batch.samples {
+            if let Some(s) = key.user
+                && self.user_done.insert((key.pid, s))
+            {
+                let addrs = user.entry(key.pid).or_default();
+                for (i, &ip) in stacks.get(s).iter().enumerate() {
+                    let a = lookup_address(i, ip);
+                    if !self.user.contains_key(&(key.pid, a)) {
+                        addrs.push(a);
                     }
-                } else if !self.user.contains_key(&addr) {
-                    user.push(addr);
+                }
+            }
+            if let Some(s) = key.kernel
+                && self.kernel_done.insert(s)
+            {
+                for (i, &ip) in stacks.get(s).iter().enumerate() {
+                    let a = lookup_address(i, ip);
+                    if !self.kernel.contains_key(&a) {
+                        kernel.push(a);
+                    }
                 }
             }
         }
-        self.done = raw.stacks.len();
-        for list in [&mut user, &mut kernel] {
-            list.sort_unstable();
-            list.dedup();
+        let empty = ProcessMaps::default();
+        for (pid, mut addrs) in user {
+            addrs.sort_unstable();
+            addrs.dedup();
+            let maps = processes.get(&pid).map_or(&empty, |p| &p.maps);
+            for (a, r) in self.symbolizer.user(maps, &addrs) {
+                self.user.insert((pid, a), r);
+            }
         }
-        if !user.is_empty() {
-            self.user.extend(symbolizer.user(maps, &user));
-        }
+        kernel.sort_unstable();
+        kernel.dedup();
         if !kernel.is_empty() {
-            self.kernel.extend(symbolizer.kernel(&kernel));
-        }
-    }
-
-    fn get(&self, addr: u64, ip: u64) -> Option<&Resolved> {
-        if ip >= KERNEL_START {
-            self.kernel.get(&addr)
-        } else {
-            self.user.get(&addr)
+            self.kernel.extend(self.symbolizer.kernel(&kernel));
         }
     }
 }
 
-/// Facts about the recording that go into the profile and the summary.
-pub struct Meta {
-    pub pid: u32,
-    pub command: String,
-    pub frequency: u64,
-    pub duration: Duration,
-    pub start: SystemTime,
-    /// Indexed by `Counter as usize`.
-    pub counters: Vec<u64>,
-    pub unreadable_stacks: u64,
-    /// The sampling program's own time in the kernel, when the kernel keeps statistics.
-    pub program_cost: Option<ProgramCost>,
-    pub stop: StopReason,
+/// What the assembler needs besides the samples.
+pub struct Assembly<'a> {
+    pub sample_types: &'a [ValueType],
+    pub default_sample_type: Option<&'a str>,
+    pub period: Option<(ValueType, i64)>,
+    /// Columns that count events (samples, switches, allocations): stack health and frame
+    /// statistics are weighted by their sum.
+    pub event_columns: &'a [usize],
+    pub stacks: &'a StackTable,
+    pub processes: &'a BTreeMap<u32, ProcessRecord>,
+    pub threads: &'a HashMap<u32, String>,
 }
 
-impl Meta {
-    pub fn counter(&self, c: Counter) -> u64 {
-        self.counters.get(c as usize).copied().unwrap_or(0)
-    }
-}
-
-/// What the profile holds, for the summary.
+/// What the profile holds, for the metadata and the summary.
 #[derive(Debug, Default, Clone)]
 pub struct Stats {
-    pub samples: u64,
+    /// Per column, the total of its values.
+    pub totals: Vec<i64>,
+    pub processes: usize,
     pub threads: usize,
-    pub missing_user_stack: u64,
-    pub truncated_user_stack: u64,
-    /// Frames over all samples (weighted by sample count), and how many were unsymbolized.
+    pub health: Health,
+    /// Frames over all samples (weighted by events), and the unsymbolized ones by reason.
     pub frames: u64,
-    pub unsymbolized_frames: u64,
+    pub unsymbolized: BTreeMap<MissReason, u64>,
 }
+
+/// A frame already turned into a location: (location, lines in it, why it has no name).
+type CachedLocation = (usize, u64, Option<MissReason>);
 
 pub const MISSING_USER_STACK: &str = "[missing user stack]";
 pub const TRUNCATED: &str = "[truncated]";
 
-pub fn build_profile(
-    raw: &RawSamples,
-    threads: &HashMap<u32, String>,
-    maps: &ProcessMaps,
-    resolver: &Resolver,
-    symbolizer: &mut Symbolizer,
-    meta: &Meta,
-) -> (Profile, Stats) {
-    let period = (1_000_000_000 / meta.frequency.max(1)) as i64;
-    let mut b = ProfileBuilder::new(vec![
-        ValueType::new("samples", "count"),
-        ValueType::new("cpu", "nanoseconds"),
-    ]);
-    let mut stats = Stats::default();
-    let mut vma_mapping: HashMap<usize, usize> = HashMap::new();
-    let mut kernel_mapping: Option<usize> = None;
-    // (address, is the leaf) → (location id, lines in it, symbolized).
-    let mut location_cache: HashMap<(u64, bool), (usize, u64, bool)> = HashMap::new();
-
-    let mut keys: Vec<_> = raw.counts.iter().collect();
-    keys.sort_unstable_by_key(|(k, _)| **k);
-    let mut tids_seen = std::collections::HashSet::new();
-    for (&(tid, user, kernel), &n) in keys {
-        tids_seen.insert(tid);
-        stats.samples += n;
-        let mut locations = Vec::new();
-        let mut frames = 0u64;
-        let mut unsymbolized = 0u64;
-        let stacks = kernel.into_iter().chain(user);
-        for stack in stacks {
-            for (i, &ip) in raw.stacks[stack].iter().enumerate() {
-                // Stacks share most of their frames (the same server loop under every
-                // request): each frame becomes a location once, not once per sample.
-                let key = (ip, i == 0);
-                let (location, lines, symbolized) = match location_cache.get(&key) {
-                    Some(&cached) => cached,
-                    None => {
-                        let addr = lookup_address(i, ip);
-                        let Some(r) = resolver.get(addr, ip) else {
-                            continue;
-                        };
-                        let mapping = if ip >= KERNEL_START {
-                            Some(*kernel_mapping.get_or_insert_with(|| {
-                                b.add_mapping(Mapping {
-                                    filename: Mapping::KERNEL.to_string(),
-                                    has_functions: true,
-                                    ..Mapping::default()
-                                })
-                            }))
-                        } else {
-                            r.vma.map(|v| {
-                                *vma_mapping.entry(v).or_insert_with(|| {
-                                    let vma = &maps.vmas()[v];
-                                    let build_id = vma
-                                        .file
-                                        .as_deref()
-                                        .map(|f| symbolizer.build_id(f))
-                                        .unwrap_or_default();
+impl Symbols {
+    pub fn build_profile(&mut self, samples: &RawSamples, asm: &Assembly<'_>) -> (Profile, Stats) {
+        let mut b = ProfileBuilder::new(asm.sample_types.to_vec());
+        let width = asm.sample_types.len();
+        let mut stats = Stats {
+            totals: vec![0; width],
+            ..Stats::default()
+        };
+        // Mappings are shared by processes that map the same file at the same place (forked
+        // children): keyed by what pprof's Mapping holds.
+        let mut mappings: HashMap<(u64, u64, u64, String), usize> = HashMap::new();
+        let mut kernel_mapping: Option<usize> = None;
+        // (pid or 0 for kernel, address, is the leaf) → (location, lines in it, miss).
+        let mut location_cache: HashMap<(u32, u64, bool), CachedLocation> = HashMap::new();
+        let mut keys: Vec<_> = samples.counts.iter().collect();
+        keys.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let mut tids = HashSet::new();
+        let mut pids = HashSet::new();
+        for (key, values) in keys {
+            if values.iter().all(|&v| v == 0) {
+                continue;
+            }
+            tids.insert(key.tid);
+            pids.insert(key.pid);
+            for (t, v) in stats.totals.iter_mut().zip(values) {
+                *t += v;
+            }
+            let events: i64 = asm
+                .event_columns
+                .iter()
+                .filter_map(|&c| values.get(c))
+                .sum();
+            let events = events.max(0) as u64;
+            let process = asm.processes.get(&key.pid);
+            let mut locations = Vec::new();
+            let mut frames = 0u64;
+            let mut misses: Vec<MissReason> = Vec::new();
+            let user_len = key
+                .user
+                .map_or(0, |s| self.user_frames(key.pid, asm.stacks.get(s)));
+            // Kernel frames first: pprof stacks are leaf first, and the kernel part is the leaf.
+            for (is_kernel, stack) in [(true, key.kernel), (false, key.user)] {
+                let Some(stack) = stack else { continue };
+                let ips = asm.stacks.get(stack);
+                let ips = if is_kernel { ips } else { &ips[..user_len] };
+                for (i, &ip) in ips.iter().enumerate() {
+                    // Stacks share most of their frames (the same server loop under every
+                    // request): each frame becomes a location once, not once per sample.
+                    let cache_key = (if is_kernel { 0 } else { key.pid }, ip, i == 0);
+                    let (location, lines, miss) = match location_cache.get(&cache_key) {
+                        Some(&cached) => cached,
+                        None => {
+                            let addr = lookup_address(i, ip);
+                            let resolved = if is_kernel {
+                                self.kernel.get(&addr)
+                            } else {
+                                self.user.get(&(key.pid, addr))
+                            };
+                            let Some(r) = resolved else { continue };
+                            let mapping = if is_kernel {
+                                Some(*kernel_mapping.get_or_insert_with(|| {
                                     b.add_mapping(Mapping {
-                                        memory_start: vma.start,
-                                        memory_limit: vma.end,
-                                        file_offset: vma.file_offset,
-                                        filename: vma.name.clone(),
-                                        build_id,
+                                        filename: Mapping::KERNEL.to_string(),
+                                        has_functions: true,
                                         ..Mapping::default()
                                     })
+                                }))
+                            } else {
+                                r.vma
+                                    .and_then(|v| process.map(|p| &p.maps.vmas()[v]))
+                                    .map(|vma| {
+                                        let k =
+                                            (vma.start, vma.end, vma.file_offset, vma.name.clone());
+                                        *mappings.entry(k).or_insert_with(|| {
+                                            let build_id = vma
+                                                .file
+                                                .as_deref()
+                                                .map(|f| self.symbolizer.build_id(f))
+                                                .unwrap_or_default();
+                                            b.add_mapping(Mapping {
+                                                memory_start: vma.start,
+                                                memory_limit: vma.end,
+                                                file_offset: vma.file_offset,
+                                                filename: vma.name.clone(),
+                                                build_id,
+                                                ..Mapping::default()
+                                            })
+                                        })
+                                    })
+                            };
+                            if let Some(m) = mapping {
+                                let mapping = &mut b.profile_mut().mappings[m];
+                                mapping.has_functions |= r.symbolized();
+                                mapping.has_filenames |= r.has_line_info;
+                                mapping.has_line_numbers |= r.has_line_info;
+                                mapping.has_inline_frames |= r.has_inlined;
+                            }
+                            let lines = r
+                                .lines
+                                .iter()
+                                .map(|l| Line {
+                                    function: b.function(&l.function, &l.file),
+                                    line: l.line,
                                 })
-                            })
-                        };
-                        if let Some(m) = mapping {
-                            let mapping = &mut b.profile_mut().mappings[m];
-                            mapping.has_functions |= r.symbolized;
-                            mapping.has_filenames |= r.has_line_info;
-                            mapping.has_line_numbers |= r.has_line_info;
-                            mapping.has_inline_frames |= r.has_inlined;
+                                .collect();
+                            let location = b.location(mapping, ip, lines);
+                            let cached = (location, r.lines.len() as u64, r.miss);
+                            location_cache.insert(cache_key, cached);
+                            cached
                         }
-                        let lines = r
-                            .lines
-                            .iter()
-                            .map(|l| Line {
-                                function: b.function(&l.function, &l.file),
-                                line: l.line,
-                            })
-                            .collect();
-                        let location = b.location(mapping, ip, lines);
-                        let cached = (location, r.lines.len() as u64, r.symbolized);
-                        location_cache.insert(key, cached);
-                        cached
-                    }
-                };
-                frames += lines;
-                if !symbolized {
-                    unsymbolized += 1;
+                    };
+                    frames += lines;
+                    misses.extend(miss);
+                    locations.push(location);
                 }
-                locations.push(location);
             }
-        }
-        match user {
-            None => {
-                stats.missing_user_stack += n;
-                let f = b.function(MISSING_USER_STACK, "");
-                locations.push(b.location(
-                    None,
-                    0,
-                    vec![Line {
-                        function: f,
-                        line: 0,
-                    }],
-                ));
+            let ending = self.ending(key.kernel, key.user, user_len, key.pid, asm.stacks);
+            let program = process
+                .map(|p| p.name.clone())
+                .unwrap_or_else(|| format!("pid {}", key.pid));
+            // Health names the executable in full (the kernel's name keeps 15 bytes).
+            let executable = process
+                .and_then(|p| p.executable.clone())
+                .unwrap_or_else(|| program.clone());
+            let ended_in = match key.user.map(|s| &asm.stacks.get(s)[..user_len]) {
+                Some(ips) if !ips.is_empty() => {
+                    let last = ips.len() - 1;
+                    let addr = lookup_address(last, ips[last]);
+                    self.user
+                        .get(&(key.pid, addr))
+                        .and_then(|r| r.vma)
+                        .and_then(|v| process.map(|p| p.maps.vmas()[v].name.clone()))
+                        .map(|n| n.rsplit('/').next().unwrap_or(&n).to_string())
+                        .unwrap_or_else(|| "[unmapped]".to_string())
+                }
+                _ => String::new(),
+            };
+            stats.health.add(&executable, ending, &ended_in, events);
+            match key.user {
+                None if !is_kernel_thread(key.pid, process) => {
+                    locations.push(pseudo_location(&mut b, MISSING_USER_STACK));
+                }
+                Some(_) if user_len >= MAX_STACK_DEPTH => {
+                    locations.push(pseudo_location(&mut b, TRUNCATED));
+                }
+                _ => {}
             }
-            Some(s) if raw.stacks[s].len() >= MAX_STACK_DEPTH => {
-                stats.truncated_user_stack += n;
-                let f = b.function(TRUNCATED, "");
-                locations.push(b.location(
-                    None,
-                    0,
-                    vec![Line {
-                        function: f,
-                        line: 0,
-                    }],
-                ));
+            stats.frames += frames * events;
+            for m in misses {
+                *stats.unsymbolized.entry(m).or_default() += events;
             }
-            Some(_) => {}
-        }
-        stats.frames += frames * n;
-        stats.unsymbolized_frames += unsymbolized * n;
-        let thread = threads
-            .get(&tid)
-            .cloned()
-            .unwrap_or_else(|| format!("tid-{tid}"));
-        b.add_sample(Sample {
-            locations,
-            values: vec![n as i64, n as i64 * period],
-            labels: vec![
+            let thread = asm
+                .threads
+                .get(&key.tid)
+                .cloned()
+                .unwrap_or_else(|| format!("tid-{}", key.tid));
+            let mut labels = vec![
                 Label {
                     key: "thread".into(),
                     value: LabelValue::Str(thread),
@@ -252,88 +293,122 @@ pub fn build_profile(
                 Label {
                     key: "tid".into(),
                     value: LabelValue::Num {
-                        value: i64::from(tid),
+                        value: i64::from(key.tid),
                         unit: String::new(),
                     },
                 },
-            ],
-        });
+                Label {
+                    key: "pid".into(),
+                    value: LabelValue::Num {
+                        value: i64::from(key.pid),
+                        unit: String::new(),
+                    },
+                },
+                Label {
+                    key: "process".into(),
+                    value: LabelValue::Str(program),
+                },
+            ];
+            labels.extend(key.labels.iter().map(|(k, v)| Label {
+                key: (*k).to_string(),
+                value: LabelValue::Str(v.clone()),
+            }));
+            b.add_sample(Sample {
+                locations,
+                values: values.clone(),
+                labels,
+            });
+        }
+        stats.threads = tids.len();
+        stats.processes = pids.len();
+        let p = b.profile_mut();
+        p.default_sample_type = asm.default_sample_type.map(str::to_string);
+        if let Some((t, period)) = &asm.period {
+            p.period_type = Some(t.clone());
+            p.period = *period;
+        }
+        (b.finish(), stats)
     }
-    stats.threads = tids_seen.len();
 
-    let p = b.profile_mut();
-    p.default_sample_type = Some("cpu".into());
-    p.period_type = Some(ValueType::new("cpu", "nanoseconds"));
-    p.period = period;
-    p.duration_nanos = meta.duration.as_nanos() as i64;
-    p.time_nanos = meta
-        .start
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i64);
-    p.comments = comments(meta, &stats);
-    (b.finish(), stats)
+    /// How many frames of a user stack are real: a frame-pointer walk that went through a
+    /// function without frame pointers reads a data word as the next return address, which
+    /// lands outside every mapping of the process. The stack is cut there (the leaf always
+    /// stays), so such words never show as frames, and the stack counts as cut.
+    fn user_frames(&self, pid: u32, ips: &[u64]) -> usize {
+        ips.iter()
+            .enumerate()
+            .skip(1)
+            .find(|&(i, &ip)| {
+                self.user
+                    .get(&(pid, lookup_address(i, ip)))
+                    .is_some_and(|r| r.miss == Some(MissReason::Unmapped))
+            })
+            .map_or(ips.len(), |(i, _)| i)
+    }
+
+    /// How a sample's stacks end (see `health`); `user_len` frames of the user stack count.
+    fn ending(
+        &self,
+        kernel: Option<StackId>,
+        user: Option<StackId>,
+        user_len: usize,
+        pid: u32,
+        stacks: &StackTable,
+    ) -> Ending {
+        let outermost = |resolved: Option<&Resolved>| {
+            resolved
+                .and_then(|r| r.lines.last())
+                .map(|l| l.function.clone())
+                .unwrap_or_default()
+        };
+        match (user, kernel) {
+            (Some(s), _) => {
+                let all = stacks.get(s);
+                if all.len() >= MAX_STACK_DEPTH && user_len == all.len() {
+                    return Ending::DepthLimit;
+                }
+                let ips = &all[..user_len];
+                let last = ips.len() - 1;
+                let root = outermost(self.user.get(&(pid, lookup_address(last, ips[last]))));
+                if is_user_root(&root) {
+                    Ending::Whole
+                } else {
+                    Ending::NoRoot
+                }
+            }
+            (None, Some(k)) => {
+                let ips = stacks.get(k);
+                match ips.len().checked_sub(1) {
+                    Some(last)
+                        if is_kernel_root(&outermost(
+                            self.kernel.get(&lookup_address(last, ips[last])),
+                        )) =>
+                    {
+                        Ending::Whole
+                    }
+                    _ => Ending::Missing,
+                }
+            }
+            (None, None) => Ending::Missing,
+        }
+    }
 }
 
-fn comments(meta: &Meta, stats: &Stats) -> Vec<String> {
-    let c = |x| meta.counter(x);
-    let mut out = vec![
-        format!("profiler {} record", env!("CARGO_PKG_VERSION")),
-        format!("target: pid {} ({})", meta.pid, meta.command),
-        format!(
-            "sampling: cpu-clock at {} Hz per CPU for {:.3} s, ended by {}",
-            meta.frequency,
-            meta.duration.as_secs_f64(),
-            match meta.stop {
-                StopReason::Duration => "the duration",
-                StopReason::TargetExited => "the target's exit",
-                StopReason::Interrupted => "Ctrl-C",
-            }
-        ),
-        format!(
-            "samples: {} in the profile of {} taken; lost: {} (count map full)",
-            stats.samples,
-            c(Counter::TargetSamples),
-            c(Counter::CountsFull)
-        ),
-        format!(
-            "user stacks: {} missing, {} collisions, {} stack map full, {} other errors, {} truncated at {} frames",
-            c(Counter::UserStackMissing),
-            c(Counter::UserStackCollision),
-            c(Counter::UserStackMapFull),
-            c(Counter::UserStackError),
-            stats.truncated_user_stack,
-            MAX_STACK_DEPTH
-        ),
-        format!(
-            "kernel stacks: {} recorded, {} absent (user-mode samples), {} collisions, {} stack map full, {} other errors",
-            c(Counter::KernelStack),
-            c(Counter::KernelStackAbsent),
-            c(Counter::KernelStackCollision),
-            c(Counter::KernelStackMapFull),
-            c(Counter::KernelStackError)
-        ),
-        format!(
-            "frames: {} of {} unsymbolized",
-            stats.unsymbolized_frames, stats.frames
-        ),
-    ];
-    if let Some(cost) = meta.program_cost {
-        out.push(format!(
-            "ebpf cost: the cpu program ran {} times for {} ns in the kernel",
-            cost.runs,
-            cost.run_time.as_nanos()
-        ));
-    }
-    let raw: Vec<String> = Counter::ALL
-        .iter()
-        .map(|&k| format!("{}={}", k.name(), c(k)))
-        .collect();
-    out.push(format!(
-        "counters: {} unreadable_stacks={}",
-        raw.join(" "),
-        meta.unreadable_stacks
-    ));
-    out
+/// Kernel threads have no user memory: a missing user stack is their nature, not a loss.
+fn is_kernel_thread(pid: u32, process: Option<&ProcessRecord>) -> bool {
+    pid == 2 || process.is_some_and(|p| p.parent == Some(2) || p.command_line.starts_with('['))
+}
+
+fn pseudo_location(b: &mut ProfileBuilder, name: &str) -> usize {
+    let f = b.function(name, "");
+    b.location(
+        None,
+        0,
+        vec![Line {
+            function: f,
+            line: 0,
+        }],
+    )
 }
 
 #[cfg(test)]
@@ -345,5 +420,16 @@ mod tests {
         assert_eq!(lookup_address(0, 0x1000), 0x1000);
         assert_eq!(lookup_address(1, 0x1000), 0xfff);
         assert_eq!(lookup_address(5, 0), 0);
+    }
+
+    #[test]
+    fn user_stacks_end_at_the_first_return_address_in_the_first_page() {
+        let (a, b) = (0x5555_0000_1000, 0x7f00_0000_2000);
+        assert_eq!(trim_user_stack(vec![a, b, 0, 0]), vec![a, b]);
+        assert_eq!(trim_user_stack(vec![a, 1, b]), vec![a]);
+        assert_eq!(trim_user_stack(vec![a, 0xfff, b]), vec![a]);
+        assert_eq!(trim_user_stack(vec![a, b]), vec![a, b]);
+        // A lone zero leaf is the sampled instruction pointer itself: kept, so it is counted.
+        assert_eq!(trim_user_stack(vec![0]), vec![0]);
     }
 }

@@ -1,46 +1,60 @@
-//! Recording: load and attach the eBPF programs, drain their maps, follow the target's life,
-//! and turn what was sampled into a `Profile`. `record` is the whole job from validated options
-//! to a symbolized profile; writing files is the caller's (it knows the formats).
+//! Recording: a [`Session`] over collectors (one eBPF program and one module each: `cpu`,
+//! ...), from validated options to written outputs. `record` is the whole job of
+//! `profiler record`; the session is the reusable part (watch and serve drive it too).
+//!
+//! Data flow: collectors' programs aggregate in kernel maps → `Session::drain` flips the map
+//! sets, reads counts and new stacks, refreshes process maps, resolves symbols → consumers add
+//! each `Batch` to their windows (`RawSamples`) → `Session::build` assembles a `Profile` →
+//! `capture` writes it, `render` draws it.
 
 mod assemble;
-mod sampler;
+mod btf;
+pub mod collector;
+pub mod cpu;
+pub mod health;
+pub mod kernel;
+mod outputs;
+mod process;
+pub mod session;
 mod status;
-mod target;
+pub mod targets;
 
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::capture::info::{CollectorInfo, ProgramCostInfo, RecordingInfo, TargetInfo};
 use crate::profile::Profile;
-use crate::symbolize::{ProcessMaps, Symbolizer};
 
+pub use btf::BtfError;
+pub use collector::{Batch, Collector, RawSamples};
+pub use cpu::{CpuCollector, MAX_FREQUENCY};
+pub use outputs::Outputs;
+pub use process::TargetProcess;
+pub use session::Session;
 pub use status::Summary;
-pub use target::TargetProcess;
+pub use targets::Wake;
 
-/// Highest accepted sampling frequency: above this the profiler disturbs the target more
-/// than it measures it (and the kernel throttles perf events anyway).
-pub const MAX_FREQUENCY: u64 = 10_000;
-
-/// How often the maps are drained while recording: keeps stack maps far from full and spreads
-/// symbolization over the recording, so the end is quick. Stack-map collisions grow with the
-/// square of the stacks gathered per interval, so higher frequencies drain more often: about
-/// 100 samples per CPU per interval, between 200 ms and 1 s.
-fn drain_interval(frequency: u64) -> Duration {
-    let ms = 100_000 / frequency.max(1);
-    Duration::from_millis(ms.clamp(200, 1000))
-}
 /// How often the loop wakes to check Ctrl-C and refresh the status line.
 const TICK: Duration = Duration::from_millis(100);
 
+/// Which processes to record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TargetSpec {
-    Pid(u32),
-    /// argv of a command to launch and profile until it exits.
+    /// Running processes; with `follow_children`, the processes they start later too.
+    Pids {
+        pids: Vec<u32>,
+        follow_children: bool,
+    },
+    /// argv of a command to launch and profile, with all its descendants, until it exits.
     Command(Vec<String>),
+    /// Every process on the machine (but the profiler).
+    All,
 }
 
+/// Options of `profiler record`, with the CLI's defaults.
 #[derive(Debug, Clone)]
 pub struct RecordOptions {
     pub target: TargetSpec,
@@ -49,6 +63,37 @@ pub struct RecordOptions {
     pub frequency: u64,
     /// Draw a live status line on stderr (only when it is a terminal).
     pub show_status: bool,
+    pub outputs: Outputs,
+}
+
+impl RecordOptions {
+    pub fn new(target: TargetSpec) -> Self {
+        RecordOptions {
+            target,
+            duration: None,
+            frequency: 99,
+            show_status: true,
+            outputs: Outputs::default(),
+        }
+    }
+
+    /// Everything that can be checked before recording: a bad option fails here, before any
+    /// program is loaded or command launched.
+    pub fn validate(&self) -> Result<(), RecordError> {
+        check_frequency(self.frequency)?;
+        if self.duration == Some(Duration::ZERO) {
+            return Err(RecordError::InvalidDuration);
+        }
+        match &self.target {
+            TargetSpec::Pids { pids, .. } if pids.is_empty() => {
+                return Err(RecordError::NothingToRecord);
+            }
+            TargetSpec::Command(argv) if argv.is_empty() => return Err(RecordError::EmptyCommand),
+            _ => {}
+        }
+        self.outputs.check()?;
+        check_privileges()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +102,12 @@ pub enum RecordError {
         "frequency {0} Hz is out of range: use 1..={MAX_FREQUENCY} (default 99; 999 for short runs)"
     )]
     InvalidFrequency(u64),
+    #[error("the duration must be longer than 0")]
+    InvalidDuration,
+    #[error(
+        "nothing to record: give --pid PID, -a for every process, or a command after `--` (e.g. `-- ./my-bench`)"
+    )]
+    NothingToRecord,
     #[error("pid {0} does not exist (check it with `ps -p {0}` or `pgrep`)")]
     NoSuchPid(u32),
     #[error("pid {0} exited before recording could start; nothing was recorded")]
@@ -74,17 +125,36 @@ pub enum RecordError {
     #[error("bad command: {0}")]
     BadCommand(String),
     #[error("cannot write {}: {reason}; choose a writable path", path.display())]
-    OutputPath { path: PathBuf, reason: String },
-    #[error("eBPF: {0}")]
-    Bpf(String),
-    #[error("{0}: {1}")]
+    OutputPath {
+        path: std::path::PathBuf,
+        reason: String,
+    },
+    #[error("writing the outputs")]
+    Write(#[from] crate::capture::CaptureError),
+    #[error("rendering the outputs")]
+    Render(#[from] crate::render::RenderError),
+    #[error("eBPF: {what}")]
+    Bpf {
+        what: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("the embedded eBPF object has no {0}; the build is broken, rebuild the profiler")]
+    MissingInObject(String),
+    #[error("the {0} collector was used before it was attached")]
+    NotAttached(&'static str),
+    #[error("no collector to record with")]
+    NoCollector,
+    #[error(transparent)]
+    Btf(#[from] BtfError),
+    #[error("{0}")]
     Io(String, #[source] io::Error),
 }
 
 impl RecordError {
     /// Maps a load/attach failure to the privileges message when that is what it is.
-    fn from_load(err: &(dyn std::error::Error + 'static)) -> Self {
-        let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    pub fn from_load<E: std::error::Error + Send + Sync + 'static>(err: E) -> Self {
+        let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(&err);
         while let Some(e) = cur {
             if let Some(io) = e.downcast_ref::<io::Error>()
                 && matches!(io.raw_os_error(), Some(libc::EPERM | libc::EACCES))
@@ -93,14 +163,10 @@ impl RecordError {
             }
             cur = e.source();
         }
-        let mut text = err.to_string();
-        let mut src = err.source();
-        while let Some(e) = src {
-            text.push_str(": ");
-            text.push_str(&e.to_string());
-            src = e.source();
+        RecordError::Bpf {
+            what: "loading or attaching the programs".into(),
+            source: Box::new(err),
         }
-        RecordError::Bpf(text)
     }
 }
 
@@ -187,35 +253,39 @@ pub enum StopReason {
     Interrupted,
 }
 
-/// A finished recording: the profile, what to tell the user, and the target (a launched
-/// command may still be running, see `finish_target`).
+impl StopReason {
+    pub fn words(self) -> &'static str {
+        match self {
+            StopReason::Duration => "duration",
+            StopReason::TargetExited => "target exit",
+            StopReason::Interrupted => "Ctrl-C",
+        }
+    }
+}
+
+/// A finished recording: its outputs are written; the profile and summary are for the caller.
 pub struct Recording {
     pub profile: Profile,
     pub summary: Summary,
     pub stop: StopReason,
-    /// When sampling stopped: the caller measures how long finishing (symbolization, writing)
-    /// took from here.
-    pub stopped_at: Instant,
-    target: TargetProcess,
+    targets: Vec<TargetProcess>,
 }
 
 impl Recording {
     /// For a launched command: lets it finish (after forwarding an interrupt, if recording was
     /// interrupted) and returns its exit code. None for `--pid` targets.
     pub fn finish_target(&mut self) -> Option<i32> {
-        if !self.target.is_launched() {
-            return None;
-        }
+        let launched = self.targets.iter_mut().find(|t| t.is_launched())?;
         if self.stop == StopReason::Interrupted {
-            self.target.interrupt();
+            launched.interrupt();
         }
-        self.target.wait_exit_code()
+        launched.wait_exit_code()
     }
 }
 
 /// Installs Ctrl-C handling: the first SIGINT/SIGTERM sets the returned flag (recording ends
 /// and every output is still written), a second one exits at once with 130.
-fn install_interrupt() -> Result<Arc<AtomicBool>, RecordError> {
+pub fn install_interrupt() -> Result<Arc<AtomicBool>, RecordError> {
     let flag = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         // Registered first, so it sees the flag as it was before this signal set it.
@@ -226,94 +296,143 @@ fn install_interrupt() -> Result<Arc<AtomicBool>, RecordError> {
     Ok(flag)
 }
 
-/// Records until the duration elapses, the target exits, or Ctrl-C; returns the symbolized
-/// profile. Options are validated here too, so library callers get the same errors.
+/// Records until the duration elapses, the targets exit, or Ctrl-C; writes every output and
+/// returns the profile and the summary. Options are validated first, once.
 pub fn record(opts: &RecordOptions) -> Result<Recording, RecordError> {
-    check_frequency(opts.frequency)?;
-    check_privileges()?;
-    let mut target = match &opts.target {
-        TargetSpec::Pid(pid) => TargetProcess::open(*pid)?,
-        TargetSpec::Command(argv) => TargetProcess::launch(argv)?,
-    };
-    let pid = target.pid();
-    let mut maps = ProcessMaps::default();
-    let mut sampler = sampler::Sampler::attach(pid, opts.frequency)?;
-    // For --pid, a target gone by now was never recorded: say so rather than write nothing.
-    if !target.is_launched() && target.has_exited() {
-        return Err(RecordError::ExitedBeforeAttach(pid));
-    }
+    opts.validate()?;
+    let collectors: Vec<Box<dyn Collector>> = vec![Box::new(CpuCollector::new(opts.frequency)?)];
+    let mut session = Session::start(&opts.target, collectors)?;
     let interrupted = install_interrupt()?;
-    target.release()?;
-    let _ = maps.refresh(pid);
-    tracing::info!(pid, frequency = opts.frequency, "recording started");
+    tracing::info!(frequency = opts.frequency, "recording started");
 
     let started = Instant::now();
     let wall_start = SystemTime::now();
-    let status = status::StatusLine::new(opts.show_status, pid, target.command_line());
-    let mut raw = sampler::RawSamples::default();
-    let mut symbolizer = Symbolizer::new();
-    let mut resolver = assemble::Resolver::default();
+    let label = target_infos(&session)
+        .iter()
+        .map(|t| format!("pid {}", t.pid))
+        .collect::<Vec<_>>()
+        .join(",");
+    let status = status::StatusLine::new(opts.show_status, &label);
+    let mut whole = RawSamples::default();
     let mut last_drain = Instant::now();
-    let drain_every = drain_interval(opts.frequency);
     let stop = loop {
         let remaining = opts.duration.map(|d| d.saturating_sub(started.elapsed()));
         if remaining == Some(Duration::ZERO) {
             break StopReason::Duration;
         }
         let wait = remaining.map_or(TICK, |r| r.min(TICK));
-        if target.wait_exit(wait) {
+        if session.wait(wait) == Wake::TargetsExited {
             break StopReason::TargetExited;
         }
         if interrupted.load(Ordering::Relaxed) {
             break StopReason::Interrupted;
         }
-        if last_drain.elapsed() >= drain_every {
+        if last_drain.elapsed() >= session.drain_interval() {
             last_drain = Instant::now();
-            sampler.drain(&mut raw)?;
-            // Maps first: the addresses just drained belong to the mappings of now.
-            if maps.refresh(pid).is_ok() {
-                resolver.resolve_new(&raw, &maps, &mut symbolizer);
-            }
+            whole.add(&session.drain()?);
         }
-        status.update(started.elapsed(), || sampler.samples_seen());
+        status.update(started.elapsed(), || session.events_seen());
     };
     let elapsed = started.elapsed();
-    sampler.stop();
+    let last = session.stop()?;
     let stopped_at = Instant::now();
     status.finish();
     if stop == StopReason::Interrupted {
         eprintln!("interrupted: writing what was recorded (Ctrl-C again to abort)");
     }
-    sampler.drain_all(&mut raw)?;
-    let counters = sampler.counters()?;
-    let threads = sampler.thread_names()?;
-    let unreadable_stacks = sampler.unreadable_stacks;
-    let program_cost = sampler.program_cost();
-    drop(sampler);
-    // A last look at the maps catches libraries loaded since the previous drain.
-    let _ = maps.refresh(pid);
-    resolver.resolve_new(&raw, &maps, &mut symbolizer);
-
-    let meta = assemble::Meta {
-        pid,
-        command: target.command_line().to_string(),
-        frequency: opts.frequency,
-        duration: elapsed,
-        start: wall_start,
-        counters,
-        unreadable_stacks,
-        program_cost,
+    whole.add(&last);
+    let (mut profile, stats) = session.build(&whole);
+    let info = recording_info(&session, &stats, wall_start, elapsed, stop, &opts.target)?;
+    profile.comments = info.to_comments();
+    profile.duration_nanos = info.duration_nanos;
+    profile.time_nanos = info.started_unix_nanos;
+    let files = opts.outputs.write(&profile)?;
+    let summary = Summary {
+        totals: session
+            .sample_types()
+            .iter()
+            .cloned()
+            .zip(stats.totals.iter().copied())
+            .collect(),
+        invariant_violations: session.invariant_violations()?,
+        info,
         stop,
+        frequency: Some(opts.frequency),
+        files,
+        finish: Some(stopped_at.elapsed()),
     };
-    let (profile, stats) =
-        assemble::build_profile(&raw, &threads, &maps, &resolver, &mut symbolizer, &meta);
-    let summary = Summary::new(&meta, &stats);
     Ok(Recording {
         profile,
         summary,
         stop,
-        stopped_at,
-        target,
+        targets: session.into_targets(),
+    })
+}
+
+fn target_infos(session: &Session) -> Vec<TargetInfo> {
+    session
+        .targets()
+        .initial()
+        .iter()
+        .map(|t| TargetInfo {
+            pid: t.pid(),
+            command: t.command_line().to_string(),
+        })
+        .collect()
+}
+
+/// The capture's metadata for what `session` recorded.
+pub fn recording_info(
+    session: &Session,
+    stats: &assemble::Stats,
+    start: SystemTime,
+    duration: Duration,
+    stop: StopReason,
+    spec: &TargetSpec,
+) -> Result<RecordingInfo, RecordError> {
+    let (scope, command) = match spec {
+        TargetSpec::Pids { .. } => ("pids", None),
+        TargetSpec::Command(argv) => ("command", Some(argv.join(" "))),
+        TargetSpec::All => ("all", None),
+    };
+    Ok(RecordingInfo {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        kind: "record".to_string(),
+        targets: target_infos(session),
+        scope: scope.to_string(),
+        command,
+        started_unix_nanos: start
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i64),
+        duration_nanos: duration.as_nanos() as i64,
+        ended_by: stop.words().to_string(),
+        collectors: session
+            .collectors()
+            .map(|c| CollectorInfo {
+                name: c.name().to_string(),
+                description: c.describe(),
+            })
+            .collect(),
+        counters: session.counters()?,
+        program_cost: session
+            .program_cost()
+            .into_iter()
+            .map(|c| ProgramCostInfo {
+                program: c.program.to_string(),
+                runs: c.runs,
+                run_time_ns: c.run_time.as_nanos() as u64,
+            })
+            .collect(),
+        processes: stats.processes as u64,
+        threads: stats.threads as u64,
+        health: stats.health.clone(),
+        frames: stats.frames,
+        unsymbolized: stats
+            .unsymbolized
+            .iter()
+            .map(|(r, n)| (r.name().to_string(), *n))
+            .collect(),
+        notes: Vec::new(),
     })
 }
 
@@ -339,11 +458,46 @@ mod tests {
 
     #[test]
     fn drain_interval_shrinks_with_frequency() {
-        assert_eq!(drain_interval(1), Duration::from_secs(1));
-        assert_eq!(drain_interval(99), Duration::from_secs(1));
-        assert_eq!(drain_interval(250), Duration::from_millis(400));
-        assert_eq!(drain_interval(999), Duration::from_millis(200));
-        assert_eq!(drain_interval(MAX_FREQUENCY), Duration::from_millis(200));
+        let di = |f| CpuCollector::new(f).unwrap().drain_interval();
+        assert_eq!(di(1), Duration::from_secs(1));
+        assert_eq!(di(99), Duration::from_secs(1));
+        assert_eq!(di(250), Duration::from_millis(400));
+        assert_eq!(di(999), Duration::from_millis(200));
+        assert_eq!(di(MAX_FREQUENCY), Duration::from_millis(200));
+    }
+
+    #[test]
+    fn map_sizes_follow_cpus_frequency_and_interval() {
+        let sizing = |cpus, ms| collector::Sizing {
+            cpus,
+            drain_interval: Duration::from_millis(ms),
+        };
+        // 64 CPUs at 99 Hz over 1 s: 6,336 samples at most, times the margin of 4.
+        assert_eq!(sizing(64, 1000).entries_per_interval(99), 25_344);
+        // A small machine gets the floor.
+        assert_eq!(sizing(2, 1000).entries_per_interval(99), 1024);
+        let cpu = CpuCollector::new(99).unwrap();
+        assert_eq!(cpu.stacks_per_interval(&sizing(64, 1000)), 50_688);
+    }
+
+    #[test]
+    fn options_are_checked_before_anything_runs() {
+        let mut o = RecordOptions::new(TargetSpec::Pids {
+            pids: vec![],
+            follow_children: false,
+        });
+        assert!(matches!(o.validate(), Err(RecordError::NothingToRecord)));
+        o.target = TargetSpec::Command(vec![]);
+        assert!(matches!(o.validate(), Err(RecordError::EmptyCommand)));
+        o.target = TargetSpec::All;
+        o.duration = Some(Duration::ZERO);
+        assert!(matches!(o.validate(), Err(RecordError::InvalidDuration)));
+        o.duration = None;
+        o.frequency = 0;
+        assert!(matches!(
+            o.validate(),
+            Err(RecordError::InvalidFrequency(0))
+        ));
     }
 
     #[test]

@@ -7,28 +7,27 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use profiler_ebpf::Counter;
 
 use super::StopReason;
-use super::assemble::{Meta, Stats};
-use super::sampler::ProgramCost;
+use crate::capture::info::RecordingInfo;
+use crate::profile::ValueType;
+use crate::symbolize::MissReason;
 
 pub struct StatusLine {
     bar: ProgressBar,
 }
 
 impl StatusLine {
-    pub fn new(enabled: bool, pid: u32, command: &str) -> Self {
+    pub fn new(enabled: bool, target: &str) -> Self {
         let bar = if enabled && std::io::stderr().is_terminal() {
             let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(4));
             bar.set_style(
                 ProgressStyle::with_template(
-                    "{spinner} recording pid {prefix} {elapsed_precise}  {msg}",
+                    "{spinner} recording {prefix} {elapsed_precise}  {msg}",
                 )
                 .unwrap_or_else(|_| ProgressStyle::default_spinner()),
             );
-            let short: String = command.chars().take(40).collect();
-            bar.set_prefix(format!("{pid} ({short})"));
+            bar.set_prefix(target.chars().take(50).collect::<String>());
             bar
         } else {
             ProgressBar::hidden()
@@ -36,16 +35,16 @@ impl StatusLine {
         StatusLine { bar }
     }
 
-    /// `samples` is only asked for when the line is shown: reading the counters costs a
+    /// `events` is only asked for when the line is shown: reading the counters costs a
     /// syscall per counter, wasted when nobody looks.
-    pub fn update(&self, elapsed: Duration, samples: impl FnOnce() -> u64) {
+    pub fn update(&self, elapsed: Duration, events: impl FnOnce() -> u64) {
         if self.bar.is_hidden() {
             return;
         }
-        let samples = samples();
-        let rate = samples as f64 / elapsed.as_secs_f64().max(1e-3);
+        let n = events();
+        let rate = n as f64 / elapsed.as_secs_f64().max(1e-3);
         self.bar
-            .set_message(format!("{samples} samples ({rate:.0}/s)  Ctrl-C to stop"));
+            .set_message(format!("{n} events ({rate:.0}/s)  Ctrl-C to stop"));
         self.bar.tick();
     }
 
@@ -54,54 +53,20 @@ impl StatusLine {
     }
 }
 
-/// The end-of-recording report. The caller adds the files it wrote.
+/// The end-of-recording report.
 #[derive(Debug, Clone)]
 pub struct Summary {
-    pub pid: u32,
-    pub command: String,
+    pub info: RecordingInfo,
     pub stop: StopReason,
-    pub duration: Duration,
-    pub frequency: u64,
-    pub samples: u64,
-    pub samples_taken: u64,
-    pub lost_samples: u64,
-    pub threads: usize,
-    pub missing_user_stack: u64,
-    pub truncated_user_stack: u64,
-    pub stack_collisions: u64,
-    pub frames: u64,
-    pub unsymbolized_frames: u64,
-    pub program_cost: Option<ProgramCost>,
+    /// Sampling frequency of the cpu collector, when it ran.
+    pub frequency: Option<u64>,
+    /// Every sample type with its total over the profile.
+    pub totals: Vec<(ValueType, i64)>,
+    /// Counter invariants that did not hold (a profiler bug if ever non-empty).
+    pub invariant_violations: Vec<String>,
     pub files: Vec<(String, PathBuf)>,
     /// From the end of sampling to every output written.
     pub finish: Option<Duration>,
-}
-
-impl Summary {
-    pub(super) fn new(meta: &Meta, stats: &Stats) -> Self {
-        Summary {
-            pid: meta.pid,
-            command: meta.command.clone(),
-            stop: meta.stop,
-            duration: meta.duration,
-            frequency: meta.frequency,
-            samples: stats.samples,
-            samples_taken: meta.counter(Counter::TargetSamples),
-            lost_samples: meta.counter(Counter::CountsFull),
-            threads: stats.threads,
-            missing_user_stack: stats.missing_user_stack,
-            truncated_user_stack: stats.truncated_user_stack,
-            stack_collisions: meta.counter(Counter::UserStackCollision)
-                + meta.counter(Counter::KernelStackCollision)
-                + meta.counter(Counter::UserStackMapFull)
-                + meta.counter(Counter::KernelStackMapFull),
-            frames: stats.frames,
-            unsymbolized_frames: stats.unsymbolized_frames,
-            program_cost: meta.program_cost,
-            files: Vec::new(),
-            finish: None,
-        }
-    }
 }
 
 fn pct(part: u64, whole: u64) -> f64 {
@@ -121,9 +86,19 @@ pub fn own_usage() -> (Duration, u64) {
     (tv(ru.ru_utime) + tv(ru.ru_stime), ru.ru_maxrss as u64)
 }
 
+impl Summary {
+    fn total(&self, kind: &str) -> Option<i64> {
+        self.totals
+            .iter()
+            .find(|(t, _)| t.kind == kind)
+            .map(|(_, v)| *v)
+    }
+}
+
 impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let secs = self.duration.as_secs_f64();
+        let info = &self.info;
+        let secs = info.duration_nanos as f64 / 1e9;
         let ended = match self.stop {
             StopReason::Duration => "duration reached",
             StopReason::TargetExited => "target exited",
@@ -131,51 +106,100 @@ impl fmt::Display for Summary {
         };
         writeln!(
             f,
-            "recorded pid {} ({}) for {secs:.2} s ({ended})",
-            self.pid, self.command
+            "recorded {} for {secs:.2} s ({ended})",
+            info.target_label()
         )?;
-        let rate = self.samples as f64 / secs.max(1e-3);
+        if let Some(c) = &info.command {
+            writeln!(f, "  command:      {c}")?;
+        }
+        let followed = info.counter("targets", "child_followed");
         writeln!(
             f,
-            "  samples:      {} at {rate:.1}/s (requested {} Hz per CPU; {rate_share:.0}% of one CPU busy in the target)",
-            self.samples,
-            self.frequency,
-            rate_share = 100.0 * rate / self.frequency as f64
-        )?;
-        writeln!(f, "  threads seen: {}", self.threads)?;
-        if self.samples == 0 {
-            writeln!(
-                f,
-                "  note: no samples: the target did not run on a CPU while recording (idle or sleeping)"
-            )?;
-        }
-        if self.lost_samples > 0 {
-            writeln!(
-                f,
-                "  lost:         {} samples ({:.1}%): the count map was full; record for less time or at a lower -F",
-                self.lost_samples,
-                pct(self.lost_samples, self.samples_taken)
-            )?;
-        }
-        writeln!(
-            f,
-            "  stacks:       {:.1}% without a user stack, {:.1}% truncated at 127 frames{}",
-            pct(self.missing_user_stack, self.samples),
-            pct(self.truncated_user_stack, self.samples),
-            if self.stack_collisions > 0 {
-                format!(", {} lost to stack-map collisions", self.stack_collisions)
+            "  seen:         {} process(es){}, {} thread(s)",
+            info.processes,
+            if followed > 0 {
+                format!(" ({followed} child process(es) followed)")
             } else {
                 String::new()
-            }
+            },
+            info.threads
         )?;
-        let unsym = pct(self.unsymbolized_frames, self.frames);
+        if let (Some(freq), Some(samples)) = (self.frequency, self.total("samples")) {
+            let rate = samples as f64 / secs.max(1e-3);
+            writeln!(
+                f,
+                "  samples:      {samples} at {rate:.1}/s (requested {freq} Hz per CPU; {:.0}% of one CPU busy in the targets)",
+                100.0 * rate / freq as f64
+            )?;
+            if samples == 0 {
+                writeln!(
+                    f,
+                    "  note:         no samples: the targets did not run on a CPU while recording (idle or sleeping)"
+                )?;
+            }
+            let lost = info.counter("cpu", "counts_full") + info.counter("cpu", "counts_error");
+            if lost > 0 {
+                writeln!(
+                    f,
+                    "  lost:         {lost} samples ({:.1}%): the count map was full; record at a lower -F",
+                    pct(lost, info.counter("cpu", "target_samples"))
+                )?;
+            }
+        }
+        let health = info.health.total();
+        if health.total() > 0 {
+            let broken: Vec<String> = info
+                .health
+                .by_program
+                .iter()
+                .filter(|(_, h)| h.cut() > 0)
+                .map(|(p, h)| {
+                    let ended = h
+                        .ended_in
+                        .iter()
+                        .max_by_key(|(_, n)| **n)
+                        .map(|(m, _)| format!(", mostly ended in {m}"))
+                        .unwrap_or_default();
+                    format!("{p} {:.1}% cut{ended}", pct(h.cut(), h.total()))
+                })
+                .collect();
+            writeln!(
+                f,
+                "  stacks:       {:.1}% whole (reach a root frame), {:.1}% cut{}, {:.1}% without a user stack",
+                pct(health.whole, health.total()),
+                pct(health.cut(), health.total()),
+                if broken.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", broken.join("; "))
+                },
+                pct(health.missing, health.total())
+            )?;
+            if pct(health.cut(), health.total()) > 5.0 {
+                writeln!(
+                    f,
+                    "                cut stacks lost their callers: build those programs with frame pointers (-fno-omit-frame-pointer, -C force-frame-pointers=yes)"
+                )?;
+            }
+        }
+        let unsym = info.unsymbolized_frames();
+        let reasons: Vec<String> = info
+            .unsymbolized
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(r, n)| {
+                let advice = MissReason::from_name(r).map_or("", |m| m.advice());
+                format!("{r} {:.1}%: {advice}", pct(*n, info.frames))
+            })
+            .collect();
         writeln!(
             f,
-            "  symbols:      {unsym:.1}% of frames unsymbolized{}",
-            if unsym > 5.0 {
-                " (shown as module+0xoffset; build the target with debug info / symbols to name them)"
+            "  symbols:      {:.1}% of frames unsymbolized{}",
+            pct(unsym, info.frames),
+            if reasons.is_empty() {
+                String::new()
             } else {
-                ""
+                format!(" ({})", reasons.join("; "))
             }
         )?;
         let (cpu, rss_kib) = own_usage();
@@ -186,15 +210,19 @@ impl fmt::Display for Summary {
             100.0 * cpu.as_secs_f64() / secs.max(1e-3),
             rss_kib as f64 / 1024.0
         )?;
-        if let Some(cost) = self.program_cost {
+        for cost in info.program_cost.iter().filter(|c| c.runs > 0) {
+            let run = cost.run_time_ns as f64 / 1e9;
             writeln!(
                 f,
-                "  in kernel:    {:.2} s in the eBPF program over {} runs ({:.2} us per run, {:.2}% of one core)",
-                cost.run_time.as_secs_f64(),
+                "  in kernel:    {run:.3} s in the {} program over {} runs ({:.2} us per run, {:.2}% of one core)",
+                cost.program,
                 cost.runs,
-                cost.run_time.as_secs_f64() * 1e6 / cost.runs.max(1) as f64,
-                100.0 * cost.run_time.as_secs_f64() / secs.max(1e-3)
+                run * 1e6 / cost.runs.max(1) as f64,
+                100.0 * run / secs.max(1e-3)
             )?;
+        }
+        for v in &self.invariant_violations {
+            writeln!(f, "  BUG:          counter invariant broken: {v}")?;
         }
         if let Some(finish) = self.finish {
             writeln!(

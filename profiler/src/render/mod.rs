@@ -230,17 +230,22 @@ pub fn is_time_based(t: &ValueType) -> bool {
 /// What the capture says about its target and length, for titles.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Metadata {
-    /// E.g. `pid 4242 (search-server)`, from the `target:` comment our recorder writes.
+    /// E.g. `pid 4242 (search-server)`, from the capture's recording metadata.
     pub target: Option<String>,
     pub duration_secs: Option<f64>,
 }
 
 impl Metadata {
     pub fn of(profile: &Profile) -> Self {
-        let target = profile
-            .comments
-            .iter()
-            .find_map(|c| c.strip_prefix("target:").map(|t| t.trim().to_string()));
+        let target = crate::capture::info::RecordingInfo::from_comments(&profile.comments)
+            .filter(|i| !i.targets.is_empty() || i.scope == "all")
+            .map(|i| {
+                // Titles name the first target in full, as the capture's comment has it.
+                match i.targets.as_slice() {
+                    [t] if i.scope != "all" => format!("pid {} ({})", t.pid, t.command),
+                    _ => i.target_label(),
+                }
+            });
         let duration_secs =
             (profile.duration_nanos > 0).then(|| profile.duration_nanos as f64 / 1e9);
         Self {

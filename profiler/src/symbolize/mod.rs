@@ -1,7 +1,7 @@
 //! Symbolization of raw addresses with blazesym: user frames through snapshots of the target's
 //! memory maps (so a target that exited can still be symbolized from the files on disk), kernel
 //! frames from kallsyms. One blazesym `Symbolizer` per recording: it caches parsed ELF/DWARF.
-//! A miss is a value (`module+0xoffset`), never an error.
+//! A miss is a value (`module+0xoffset`) with a reason ([`MissReason`]), never an error.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -37,6 +37,9 @@ impl ProcessMaps {
     pub fn refresh(&mut self, pid: u32) -> std::io::Result<()> {
         let process = procfs::process::Process::new(pid as i32).map_err(std::io::Error::other)?;
         let maps = process.maps().map_err(std::io::Error::other)?;
+        // A process in another mount namespace (a container) names files as it sees them:
+        // read them through its root instead.
+        let root = other_mount_namespace(pid).then(|| PathBuf::from(format!("/proc/{pid}/root")));
         for m in maps {
             if !m.perms.contains(procfs::process::MMPermissions::EXECUTE) {
                 continue;
@@ -47,7 +50,11 @@ impl ProcessMaps {
                         .to_string_lossy()
                         .trim_end_matches(" (deleted)")
                         .to_string();
-                    (shown.clone(), Some(PathBuf::from(shown)))
+                    let file = match &root {
+                        Some(root) => root.join(shown.trim_start_matches('/')),
+                        None => PathBuf::from(&shown),
+                    };
+                    (shown, Some(file))
                 }
                 procfs::process::MMapPath::Vdso => ("[vdso]".to_string(), None),
                 procfs::process::MMapPath::Vsyscall => ("[vsyscall]".to_string(), None),
@@ -86,12 +93,100 @@ impl ProcessMaps {
     }
 }
 
+/// Whether `pid` lives in a mount namespace other than ours.
+fn other_mount_namespace(pid: u32) -> bool {
+    let ns = |p: &str| std::fs::read_link(p).ok();
+    match (ns("/proc/self/ns/mnt"), ns(&format!("/proc/{pid}/ns/mnt"))) {
+        (Some(ours), Some(theirs)) => ours != theirs,
+        _ => false,
+    }
+}
+
 /// One source-level frame of an address: a function, its file and line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FrameLine {
     pub function: String,
     pub file: String,
     pub line: i64,
+}
+
+/// Why an address has no name: blazesym's reason where it gave one, ours otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum MissReason {
+    /// No mapping of the process contains the address.
+    Unmapped,
+    /// The mapping has no file (anonymous memory: JIT code, or a mapping we could not name).
+    NoFile,
+    /// The mapped file could not be read (deleted, or in a namespace we cannot reach).
+    FileUnreadable,
+    /// The file has no symbols for it (stripped).
+    NoSymbols,
+    /// The file's symbols do not cover the address.
+    UnknownAddress,
+    /// The file offset is not code.
+    InvalidOffset,
+    /// Anything else blazesym reports (unsupported entity, ignored error).
+    Other,
+}
+
+impl MissReason {
+    pub const ALL: [MissReason; 7] = [
+        MissReason::Unmapped,
+        MissReason::NoFile,
+        MissReason::FileUnreadable,
+        MissReason::NoSymbols,
+        MissReason::UnknownAddress,
+        MissReason::InvalidOffset,
+        MissReason::Other,
+    ];
+
+    /// Stable snake_case name (capture metadata, JSON).
+    pub fn name(self) -> &'static str {
+        match self {
+            MissReason::Unmapped => "unmapped",
+            MissReason::NoFile => "no_file",
+            MissReason::FileUnreadable => "file_unreadable",
+            MissReason::NoSymbols => "no_symbols",
+            MissReason::UnknownAddress => "unknown_address",
+            MissReason::InvalidOffset => "invalid_offset",
+            MissReason::Other => "other",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.name() == name)
+    }
+
+    /// What a person can do about it.
+    pub fn advice(self) -> &'static str {
+        match self {
+            MissReason::Unmapped => {
+                "addresses outside any mapping (a process that exited before its maps were read)"
+            }
+            MissReason::NoFile => "anonymous code (JIT or generated)",
+            MissReason::FileUnreadable => {
+                "the mapped file could not be read (deleted or replaced since it was loaded)"
+            }
+            MissReason::NoSymbols => {
+                "stripped binaries: build with symbols or install debug packages"
+            }
+            MissReason::UnknownAddress => "addresses the symbol tables do not cover",
+            MissReason::InvalidOffset => "file offsets that are not code",
+            MissReason::Other => "other symbolization failures",
+        }
+    }
+
+    fn from_blazesym(reason: blazesym::symbolize::Reason) -> Self {
+        use blazesym::symbolize::Reason as R;
+        match reason {
+            R::Unmapped => MissReason::Unmapped,
+            R::MissingComponent => MissReason::NoFile,
+            R::MissingSyms => MissReason::NoSymbols,
+            R::UnknownAddr => MissReason::UnknownAddress,
+            R::InvalidFileOffset => MissReason::InvalidOffset,
+            _ => MissReason::Other,
+        }
+    }
 }
 
 /// What an address resolved to. `lines` is innermost first (inlined frames before the real
@@ -101,14 +196,14 @@ pub struct Resolved {
     /// Index into `ProcessMaps::vmas` (user frames) or None (kernel or unmapped).
     pub vma: Option<usize>,
     pub lines: Vec<FrameLine>,
-    /// False when the name is only `module+0xoffset`.
-    pub symbolized: bool,
+    /// Why the name is only `module+0xoffset`; None when symbolized.
+    pub miss: Option<MissReason>,
     pub has_line_info: bool,
     pub has_inlined: bool,
 }
 
 impl Resolved {
-    fn unknown(vma: Option<usize>, name: String) -> Self {
+    fn unknown(vma: Option<usize>, name: String, reason: MissReason) -> Self {
         Resolved {
             vma,
             lines: vec![FrameLine {
@@ -116,10 +211,14 @@ impl Resolved {
                 file: String::new(),
                 line: 0,
             }],
-            symbolized: false,
+            miss: Some(reason),
             has_line_info: false,
             has_inlined: false,
         }
+    }
+
+    pub fn symbolized(&self) -> bool {
+        self.miss.is_none()
     }
 }
 
@@ -163,12 +262,16 @@ impl Symbolizer {
                 Some((i, vma)) if vma.name == "[vdso]" => vdso.push((addr, i, addr - vma.start)),
                 Some((i, vma)) => {
                     let name = format!("{}+{:#x}", vma.name, addr - vma.start);
-                    out.insert(addr, Resolved::unknown(Some(i), name));
+                    out.insert(addr, Resolved::unknown(Some(i), name, MissReason::NoFile));
                 }
                 None => {
                     out.insert(
                         addr,
-                        Resolved::unknown(None, format!("[unmapped]+{addr:#x}")),
+                        Resolved::unknown(
+                            None,
+                            format!("[unmapped]+{addr:#x}"),
+                            MissReason::Unmapped,
+                        ),
                     );
                 }
             }
@@ -185,17 +288,19 @@ impl Symbolizer {
                 .map_or(vma.name.clone(), |f| f.to_string_lossy().into_owned());
             let source = Source::Elf(Elf::new(path));
             let results = self.inner.symbolize(&source, Input::FileOffset(&offsets));
+            if let Err(err) = &results {
+                tracing::debug!("symbolizing {}: {err}", path.display());
+            }
             for (k, &addr) in addrs.iter().enumerate() {
-                let fallback = || Resolved::unknown(Some(i), format!("{module}+{:#x}", offsets[k]));
+                let fallback = |reason| {
+                    Resolved::unknown(Some(i), format!("{module}+{:#x}", offsets[k]), reason)
+                };
                 let resolved = match &results {
-                    Ok(syms) => syms
-                        .get(k)
-                        .and_then(|s| from_symbolized(s, Some(i)))
-                        .unwrap_or_else(fallback),
-                    Err(err) => {
-                        tracing::debug!("symbolizing {}: {err}", path.display());
-                        fallback()
-                    }
+                    Ok(syms) => match syms.get(k) {
+                        Some(s) => from_symbolized(s, Some(i)).unwrap_or_else(&fallback),
+                        None => fallback(MissReason::Other),
+                    },
+                    Err(_) => fallback(MissReason::FileUnreadable),
                 };
                 out.insert(addr, resolved);
             }
@@ -227,13 +332,17 @@ impl Symbolizer {
         });
         for (k, &(addr, vma, off)) in addrs.iter().enumerate() {
             let resolved = match &results {
-                Some(Ok(syms)) => syms.get(k).and_then(|s| from_symbolized(s, Some(vma))),
-                _ => None,
+                Some(Ok(syms)) => syms
+                    .get(k)
+                    .map_or(Err(MissReason::Other), |s| from_symbolized(s, Some(vma))),
+                Some(Err(_)) => Err(MissReason::Other),
+                None => Err(MissReason::NoFile),
             };
             out.insert(
                 addr,
-                resolved
-                    .unwrap_or_else(|| Resolved::unknown(Some(vma), format!("[vdso]+{off:#x}"))),
+                resolved.unwrap_or_else(|reason| {
+                    Resolved::unknown(Some(vma), format!("[vdso]+{off:#x}"), reason)
+                }),
             );
         }
     }
@@ -246,14 +355,15 @@ impl Symbolizer {
             .iter()
             .enumerate()
             .map(|(k, &addr)| {
-                let resolved = results
-                    .as_ref()
-                    .ok()
-                    .and_then(|syms| syms.get(k))
-                    .and_then(|s| from_symbolized(s, None))
-                    .unwrap_or_else(|| {
-                        Resolved::unknown(None, format!("{}+{addr:#x}", Mapping::KERNEL))
-                    });
+                let resolved = match &results {
+                    Ok(syms) => syms
+                        .get(k)
+                        .map_or(Err(MissReason::Other), |s| from_symbolized(s, None)),
+                    Err(_) => Err(MissReason::FileUnreadable),
+                };
+                let resolved = resolved.unwrap_or_else(|reason| {
+                    Resolved::unknown(None, format!("{}+{addr:#x}", Mapping::KERNEL), reason)
+                });
                 (addr, resolved)
             })
             .collect()
@@ -290,9 +400,12 @@ fn code_file(info: Option<&CodeInfo<'_>>) -> (String, i64) {
 }
 
 /// blazesym reports the real function with its line, plus inlined calls outermost first, each
-/// with the line inside it; pprof wants innermost first.
-fn from_symbolized(s: &Symbolized<'_>, vma: Option<usize>) -> Option<Resolved> {
-    let sym = s.as_sym()?;
+/// with the line inside it; pprof wants innermost first. A miss comes back with its reason.
+fn from_symbolized(s: &Symbolized<'_>, vma: Option<usize>) -> Result<Resolved, MissReason> {
+    let sym = match s {
+        Symbolized::Sym(sym) => sym,
+        Symbolized::Unknown(reason) => return Err(MissReason::from_blazesym(*reason)),
+    };
     let mut lines = Vec::with_capacity(sym.inlined.len() + 1);
     let mut has_line_info = false;
     for inl in sym.inlined.iter().rev() {
@@ -311,10 +424,10 @@ fn from_symbolized(s: &Symbolized<'_>, vma: Option<usize>) -> Option<Resolved> {
         file,
         line,
     });
-    Some(Resolved {
+    Ok(Resolved {
         vma,
         lines,
-        symbolized: true,
+        miss: None,
         has_line_info,
         has_inlined: !sym.inlined.is_empty(),
     })
@@ -339,7 +452,7 @@ mod tests {
         let mut sym = Symbolizer::new();
         let out = sym.user(&maps, &[addr, 8]);
         let r = &out[&addr];
-        assert!(r.symbolized, "{r:?}");
+        assert!(r.symbolized(), "{r:?}");
         assert!(
             r.lines
                 .last()
@@ -353,7 +466,7 @@ mod tests {
             "{r:?}"
         );
         let unmapped = &out[&8];
-        assert!(!unmapped.symbolized);
+        assert_eq!(unmapped.miss, Some(MissReason::Unmapped));
         assert_eq!(unmapped.lines[0].function, "[unmapped]+0x8");
     }
 
@@ -377,7 +490,7 @@ mod tests {
         let addr = vdso.start + 0x10;
         let out = Symbolizer::new().user(&maps, &[addr]);
         assert_eq!(out[&addr].lines[0].function, "[vdso]+0x10");
-        assert!(!out[&addr].symbolized);
+        assert!(!out[&addr].symbolized());
     }
 
     #[test]
@@ -388,7 +501,7 @@ mod tests {
         let out = Symbolizer::new().user(&maps, &addrs);
         let names: Vec<&str> = out
             .values()
-            .filter(|r| r.symbolized)
+            .filter(|r| r.symbolized())
             .map(|r| r.lines[0].function.as_str())
             .collect();
         assert!(

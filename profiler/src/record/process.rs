@@ -1,4 +1,4 @@
-//! The profiled process's life: open an existing pid (through a pidfd, so a recycled pid can
+//! A target process's life: open an existing pid (through a pidfd, so a recycled pid can
 //! never be confused with the target), or launch a command held before `exec` until the
 //! sampler is attached; notice the exit; collect a launched command's exit code.
 
@@ -123,6 +123,11 @@ impl TargetProcess {
 
     pub fn pid(&self) -> u32 {
         self.pid
+    }
+
+    /// The pidfd, readable once the process has exited.
+    pub fn pidfd(&self) -> std::os::fd::RawFd {
+        self.pidfd.as_raw_fd()
     }
 
     pub fn is_launched(&self) -> bool {
@@ -253,7 +258,7 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
-fn read_cmdline(pid: u32) -> Option<String> {
+pub(super) fn read_cmdline(pid: u32) -> Option<String> {
     let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
     let parts: Vec<String> = raw
         .split(|&b| b == 0)

@@ -1,0 +1,110 @@
+//! `cpu`: on-CPU stack sampling from a cpu-clock perf event on every CPU.
+
+use aya_ebpf::{
+    EbpfContext as _,
+    bindings::{BPF_F_USER_STACK, BPF_NOEXIST},
+    macros::{map, perf_event},
+    maps::{HashMap, PerCpuArray},
+    programs::PerfEventContext,
+};
+use profiler_ebpf::{
+    cpu::{CpuCounter as C, CpuKey},
+    stacks::NO_STACK,
+};
+
+use super::{CommOutcome, Stack, active_set, bump, is_target, remember_comm, take_stack};
+
+#[map]
+static CPU_COUNTS_0: HashMap<CpuKey, u64> = HashMap::with_max_entries(1, 0);
+#[map]
+static CPU_COUNTS_1: HashMap<CpuKey, u64> = HashMap::with_max_entries(1, 0);
+#[map]
+static CPU_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(C::COUNT, 0);
+
+#[inline(always)]
+fn count(c: C) {
+    bump(&CPU_COUNTERS, c as u32);
+}
+
+#[perf_event]
+pub fn cpu(ctx: PerfEventContext) -> u32 {
+    try_cpu(&ctx);
+    0
+}
+
+#[inline(always)]
+fn try_cpu(ctx: &PerfEventContext) {
+    let tgid = ctx.tgid();
+    if !is_target(tgid) {
+        return;
+    }
+    count(C::TargetSamples);
+    let set = active_set();
+    let user_stack = match take_stack(ctx, set, BPF_F_USER_STACK as u64) {
+        Stack::Stored(h) => {
+            count(C::UserStack);
+            h
+        }
+        Stack::Missing => {
+            count(C::UserStackMissing);
+            NO_STACK
+        }
+        Stack::MapFull => {
+            count(C::UserStackMapFull);
+            NO_STACK
+        }
+        Stack::Error => {
+            count(C::UserStackError);
+            NO_STACK
+        }
+    };
+    let kernel_stack = match take_stack(ctx, set, 0) {
+        Stack::Stored(h) => {
+            count(C::KernelStack);
+            h
+        }
+        Stack::Missing => {
+            count(C::KernelStackAbsent);
+            NO_STACK
+        }
+        Stack::MapFull => {
+            count(C::KernelStackMapFull);
+            NO_STACK
+        }
+        Stack::Error => {
+            count(C::KernelStackError);
+            NO_STACK
+        }
+    };
+    let tid = ctx.pid();
+    let key = CpuKey {
+        tgid,
+        tid,
+        user_stack,
+        kernel_stack,
+    };
+    let counts = if set == 0 {
+        &CPU_COUNTS_0
+    } else {
+        &CPU_COUNTS_1
+    };
+    // The key holds the tid and a thread runs on one CPU at a time, so no two CPUs update
+    // the same entry concurrently: a plain increment is exact.
+    if let Some(n) = counts.get_ptr_mut(&key) {
+        // SAFETY: the value pointer stays valid for this program run.
+        unsafe { *n += 1 };
+        count(C::Counted);
+    } else {
+        match counts.insert(&key, &1, BPF_NOEXIST as u64) {
+            Ok(()) => count(C::Counted),
+            // -E2BIG: preallocated hash map without a free element.
+            Err(e) if e == -7 => count(C::CountsFull),
+            Err(_) => count(C::CountsError),
+        }
+    }
+    match remember_comm(tid) {
+        CommOutcome::Known => {}
+        CommOutcome::Full => count(C::CommsFull),
+        CommOutcome::Error => count(C::CommError),
+    }
+}

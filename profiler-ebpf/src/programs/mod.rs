@@ -1,0 +1,137 @@
+//! What every program shares: the target test, stack capture by content hash, thread names,
+//! and counting.
+
+mod cpu;
+mod targets;
+
+use aya_ebpf::{
+    EbpfContext,
+    bindings::BPF_NOEXIST,
+    helpers::{bpf_get_current_comm, generated::bpf_get_stack},
+    macros::map,
+    maps::{Array, HashMap, PerCpuArray},
+};
+use profiler_ebpf::{
+    Comm,
+    stacks::{MAX_STACK_DEPTH, RawStack, stack_hash},
+};
+
+pub use targets::is_target;
+
+const EFAULT: i64 = 14;
+const EEXIST: i64 = 17;
+const E2BIG: i64 = 7;
+const ENOMEM: i64 = 12;
+
+// Sizes here are placeholders: user space sets every map's size at load time from the number
+// of CPUs, the frequency and the drain interval (see profiler/src/record/sizing.rs).
+#[map]
+static ACTIVE_SET: Array<u32> = Array::with_max_entries(1, 0);
+#[map]
+static STACKS_0: HashMap<u64, RawStack> = HashMap::with_max_entries(1, 0);
+#[map]
+static STACKS_1: HashMap<u64, RawStack> = HashMap::with_max_entries(1, 0);
+#[map]
+static STACK_SCRATCH: PerCpuArray<RawStack> = PerCpuArray::with_max_entries(1, 0);
+#[map]
+static THREAD_COMMS: HashMap<u32, Comm> = HashMap::with_max_entries(1, 0);
+
+/// Adds one to slot `index` of a per-CPU counter array.
+#[inline(always)]
+pub fn bump(counters: &PerCpuArray<u64>, index: u32) {
+    if let Some(c) = counters.get_ptr_mut(index) {
+        // SAFETY: a per-CPU slot; a program does not nest with itself on one CPU.
+        unsafe { *c += 1 };
+    }
+}
+
+/// The set programs write to now (0 or 1).
+#[inline(always)]
+pub fn active_set() -> u32 {
+    ACTIVE_SET.get(0).copied().unwrap_or(0) & 1
+}
+
+#[inline(always)]
+pub fn stacks_of(set: u32) -> &'static HashMap<u64, RawStack> {
+    if set == 0 { &STACKS_0 } else { &STACKS_1 }
+}
+
+/// How taking one stack ended.
+pub enum Stack {
+    /// Stored (or already present) under this hash.
+    Stored(u64),
+    /// No frames: a kernel stack of a user-mode sample, or a thread without user context.
+    Missing,
+    /// The stacks map is full.
+    MapFull,
+    Error,
+}
+
+/// `flags`: `BPF_F_USER_STACK` for the user stack, 0 for the kernel stack.
+#[inline(always)]
+pub fn take_stack<C: EbpfContext>(ctx: &C, set: u32, flags: u64) -> Stack {
+    let Some(scratch) = STACK_SCRATCH.get_ptr_mut(0) else {
+        return Stack::Error;
+    };
+    // SAFETY: our CPU's scratch slot; nothing else runs on this CPU until we return.
+    let scratch = unsafe { &mut *scratch };
+    // SAFETY: the buffer is the slot's `ips`, of exactly the size passed.
+    let n = unsafe {
+        bpf_get_stack(
+            ctx.as_ptr(),
+            scratch.ips.as_mut_ptr().cast(),
+            (MAX_STACK_DEPTH * 8) as u32,
+            flags,
+        )
+    };
+    if n == -EFAULT || n == 0 {
+        return Stack::Missing;
+    }
+    if n < 0 {
+        return Stack::Error;
+    }
+    let len = (n as usize / 8).min(MAX_STACK_DEPTH);
+    scratch.len = len as u32;
+    let hash = stack_hash(&scratch.ips, len);
+    // NOEXIST: a stack already stored is the common case and costs a lookup, no copy.
+    match stacks_of(set).insert(&hash, &*scratch, BPF_NOEXIST as u64) {
+        Ok(()) => Stack::Stored(hash),
+        Err(e) if -(e as i64) == EEXIST => Stack::Stored(hash),
+        Err(e) if -(e as i64) == E2BIG || -(e as i64) == ENOMEM => Stack::MapFull,
+        Err(_) => Stack::Error,
+    }
+}
+
+/// How remembering the current thread's name ended.
+pub enum CommOutcome {
+    Known,
+    Full,
+    Error,
+}
+
+/// Keeps the current thread's name; written only when new or changed (threads rename
+/// themselves after start, e.g. tokio workers).
+#[inline(always)]
+pub fn remember_comm(tid: u32) -> CommOutcome {
+    let Ok(name) = bpf_get_current_comm() else {
+        return CommOutcome::Error;
+    };
+    let comm = Comm(name);
+    // SAFETY: read-only look at a value the map owns, copied out immediately.
+    let known = unsafe { THREAD_COMMS.get(&tid) }.copied();
+    if known == Some(comm) || THREAD_COMMS.insert(&tid, &comm, 0).is_ok() {
+        CommOutcome::Known
+    } else {
+        CommOutcome::Full
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,134 @@
+//! Command line of the `profiler` binary: the only code that knows clap and anyhow. Each
+//! subcommand turns its arguments into the library's option types and calls the library.
+
+mod info;
+mod reading;
+mod record;
+
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "profiler",
+    version,
+    about = "Profile native processes from the outside with eBPF; read, render and compare pprof captures",
+    after_help = "Examples:
+  sudo profiler record --pid 4242 --duration 10s -o cpu.pb.gz --flamegraph cpu.svg
+  sudo profiler record -o bench.pb.gz -- ./target/release/my-bench --quick
+  profiler top cpu.pb.gz -n 20
+  profiler flamegraph cpu.pb.gz -o cpu.svg
+  profiler diff base.pb.gz current.pb.gz -o diff.svg
+  profiler info cpu.pb.gz"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    Record(record::RecordArgs),
+    Flamegraph(reading::FlamegraphArgs),
+    Fold(reading::FoldArgs),
+    Top(reading::TopArgs),
+    List(reading::ListArgs),
+    Diff(reading::DiffArgs),
+    Convert(reading::ConvertArgs),
+    Info(info::InfoArgs),
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct FilterArgs {
+    /// Sample type to use (e.g. samples, cpu, alloc_space); default: the capture's default.
+    #[arg(long)]
+    pub sample_type: Option<String>,
+    /// Keep only stacks with a frame matching this regex.
+    #[arg(long, value_name = "RE")]
+    pub focus: Option<String>,
+    /// Drop stacks with a frame matching this regex.
+    #[arg(long, value_name = "RE")]
+    pub ignore: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TableFormat {
+    Text,
+    Csv,
+    Json,
+}
+
+/// Parses `10s`, `1500ms`, `2m`, `1h`, or bare seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, mult_ms) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 1.0)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1000.0)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 60_000.0)
+    } else if let Some(n) = s.strip_suffix('h') {
+        (n, 3_600_000.0)
+    } else {
+        (s, 1000.0)
+    };
+    let v: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?} (try 10s, 1500ms, 2m)"))?;
+    if !(v.is_finite() && v > 0.0) {
+        return Err(format!("duration must be positive, got {s:?}"));
+    }
+    Ok(Duration::from_secs_f64(v * mult_ms / 1000.0))
+}
+
+/// Entry point for `main`: returns the process exit code.
+pub fn run() -> Result<i32> {
+    let cli = Cli::parse();
+    init_logging();
+    match cli.command {
+        Command::Record(args) => record::record(args),
+        Command::Flamegraph(args) => reading::flamegraph(args),
+        Command::Fold(args) => reading::fold(args),
+        Command::Top(args) => reading::top(args),
+        Command::List(args) => reading::list(args),
+        Command::Diff(args) => reading::diff(args),
+        Command::Convert(args) => reading::convert(args),
+        Command::Info(args) => info::info(args),
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
+        assert_eq!(
+            parse_duration("1500ms").unwrap(),
+            Duration::from_millis(1500)
+        );
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("abc").is_err());
+    }
+
+    #[test]
+    fn cli_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

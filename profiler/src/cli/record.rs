@@ -1,0 +1,89 @@
+//! `profiler record`: arguments to `RecordOptions`, the library records and writes every
+//! output, this prints the summary and passes a launched command's exit code on.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::Args;
+use profiler::record::{self, Outputs, RecordOptions, TargetSpec};
+
+use super::parse_duration;
+
+/// Sample the stacks of running processes (--pid, -a) or of a command it launches (after --).
+#[derive(Debug, Args)]
+#[command(after_help = "Needs root (or CAP_BPF and CAP_PERFMON).
+
+Examples:
+  sudo profiler record --pid 4242 --duration 10s
+  sudo profiler record --pid 4242 -F 999 -o cpu.pb.gz --flamegraph cpu.svg --folded cpu.folded
+  sudo profiler record --pid 4242,4243 --follow-children -d 30s
+  sudo profiler record -a -d 5s -o all.pb.gz            # every process on the machine
+  sudo profiler record -o bench.pb.gz -- cargo bench -p search-server --bench search
+A launched command is recorded with every process it starts (a shell, cargo, make -j ...).
+Without --duration, records until Ctrl-C or until the targets exit. A second Ctrl-C aborts.")]
+pub struct RecordArgs {
+    /// Process ids to profile (all their threads, including ones started later); repeat the
+    /// flag or separate with commas.
+    #[arg(short, long, value_delimiter = ',', conflicts_with_all = ["command", "all"])]
+    pub pid: Vec<u32>,
+    /// Also record the processes the --pid targets start from now on.
+    #[arg(long, requires = "pid")]
+    pub follow_children: bool,
+    /// Record every process on the machine (but the profiler itself).
+    #[arg(short, long, conflicts_with = "command")]
+    pub all: bool,
+    /// How long to record, e.g. 10s, 1500ms, 2m. Default: until Ctrl-C or the targets exit.
+    #[arg(short, long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Sampling frequency in Hz per CPU (1..=10000).
+    #[arg(short = 'F', long, default_value_t = 99)]
+    pub frequency: u64,
+    /// Where to write the pprof capture.
+    #[arg(short, long, default_value = "cpu.pb.gz")]
+    pub output: PathBuf,
+    /// Also write a flame graph SVG here.
+    #[arg(long)]
+    pub flamegraph: Option<PathBuf>,
+    /// Also write folded stacks here.
+    #[arg(long)]
+    pub folded: Option<PathBuf>,
+    /// Command to launch and profile until it exits; its exit code is passed on.
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+impl RecordArgs {
+    fn into_options(self) -> Result<RecordOptions> {
+        let target = if self.all {
+            TargetSpec::All
+        } else if !self.pid.is_empty() {
+            TargetSpec::Pids {
+                pids: self.pid,
+                follow_children: self.follow_children,
+            }
+        } else if !self.command.is_empty() {
+            TargetSpec::Command(self.command)
+        } else {
+            return Err(record::RecordError::NothingToRecord.into());
+        };
+        Ok(RecordOptions {
+            target,
+            duration: self.duration,
+            frequency: self.frequency,
+            show_status: true,
+            outputs: Outputs {
+                capture: self.output,
+                flamegraph: self.flamegraph,
+                folded: self.folded,
+            },
+        })
+    }
+}
+
+pub fn record(args: RecordArgs) -> Result<i32> {
+    let opts = args.into_options()?;
+    let mut recording = record::record(&opts)?;
+    eprint!("{}", recording.summary);
+    Ok(recording.finish_target().unwrap_or(0))
+}

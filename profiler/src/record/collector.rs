@@ -1,0 +1,207 @@
+//! What a collector is, and the samples it produces. A collector owns its eBPF programs and
+//! maps, attaches to the target set, drains into weighted samples keyed by (process, thread,
+//! user stack, kernel stack, labels), declares its sample types and units, and reports its
+//! counters. The session owns everything else (see `session.rs`): adding a signal means one
+//! program, one module implementing [`Collector`], and its tests.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::time::Duration;
+
+use aya::{Ebpf, EbpfLoader};
+
+use super::RecordError;
+use super::kernel::ProgramCost;
+use crate::profile::ValueType;
+
+/// Facts every collector sizes its maps and periods from.
+#[derive(Debug, Clone, Copy)]
+pub struct Sizing {
+    pub cpus: u32,
+    /// How often the session drains the maps.
+    pub drain_interval: Duration,
+}
+
+impl Sizing {
+    /// Entries for a map that holds up to one entry per event, for an event source firing
+    /// `per_cpu_hz` times per second on each CPU, over one drain interval. The factor 4 covers
+    /// perf's frequency mode overshooting and a drain that runs late (symbolizing a large
+    /// binary the first time can hold the loop for a second or two); what still overflows is
+    /// counted as lost, never dropped silently. At 99 Hz, a 1 s interval and 64 CPUs this is
+    /// 25,344 entries; on this 2-CPU machine 1,024 (the floor).
+    pub fn entries_per_interval(&self, per_cpu_hz: u64) -> u32 {
+        let events = self.cpus as f64 * per_cpu_hz as f64 * self.drain_interval.as_secs_f64();
+        ((events * 4.0).ceil() as u32).max(1024)
+    }
+}
+
+/// Where a drained stack comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum StackSource {
+    /// None recorded; the collector's counters say why.
+    None,
+    /// Content hash of a stack in the drained set's `STACKS` map.
+    Hash(u64),
+    /// Frames already known (e.g. unwound in user space), leaf first.
+    Frames(Vec<u64>),
+}
+
+/// One aggregated sample as a collector drains it: values in the collector's own columns.
+#[derive(Debug, Clone)]
+pub struct Drained {
+    pub pid: u32,
+    pub tid: u32,
+    pub user: StackSource,
+    pub kernel: StackSource,
+    /// Extra labels (e.g. `state` = `S`), beside the session's thread and process labels.
+    pub labels: Vec<(&'static str, String)>,
+    pub values: Vec<i64>,
+}
+
+/// A stack interned by the session: index into its stack table.
+pub type StackId = u32;
+
+/// Key of a sample in a [`RawSamples`] accumulator.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SampleKey {
+    pub pid: u32,
+    pub tid: u32,
+    pub user: Option<StackId>,
+    pub kernel: Option<StackId>,
+    pub labels: Vec<(&'static str, String)>,
+}
+
+/// Samples accumulated over a window: values per key, one column per session sample type.
+/// A window is any accumulator a consumer keeps: the whole recording, one interval of
+/// continuous mode, one HTTP request's seconds.
+#[derive(Debug, Clone, Default)]
+pub struct RawSamples {
+    pub counts: HashMap<SampleKey, Vec<i64>>,
+}
+
+impl RawSamples {
+    pub fn add(&mut self, batch: &Batch) {
+        for (key, values) in &batch.samples {
+            let slot = self
+                .counts
+                .entry(key.clone())
+                .or_insert_with(|| vec![0; values.len()]);
+            for (s, v) in slot.iter_mut().zip(values) {
+                *s += v;
+            }
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.counts.is_empty()
+    }
+}
+
+/// What one drain produced, with full-width values (every session column).
+#[derive(Debug, Clone, Default)]
+pub struct Batch {
+    pub samples: Vec<(SampleKey, Vec<i64>)>,
+}
+
+/// A collector's counters, by name, in a stable order.
+pub type Counters = Vec<(&'static str, u64)>;
+
+/// One signal: its programs, maps, sample types and counters.
+pub trait Collector {
+    /// Short name used in metadata, counter names and flags (`cpu`, `offcpu`, ...).
+    fn name(&self) -> &'static str;
+
+    /// A one-line description of its parameters for the capture (`cpu-clock at 99 Hz`).
+    fn describe(&self) -> String;
+
+    /// The sample types it fills, in order.
+    fn sample_types(&self) -> Vec<ValueType>;
+
+    /// The sample type shown by default when this collector is the primary one.
+    fn main_sample_type(&self) -> &'static str;
+
+    /// Which of its sample types counts events (samples, switches, allocations): stack
+    /// health and frame statistics are weighted by it.
+    fn event_column(&self) -> usize;
+
+    /// The profile's period type and period when this collector is the primary one.
+    fn period(&self) -> Option<(ValueType, i64)>;
+
+    /// How often it wants to be drained at most (the session takes the shortest wish).
+    fn drain_interval(&self) -> Duration;
+
+    /// Stacks it may store per drain interval, so the session can size the shared maps.
+    fn stacks_per_interval(&self, sizing: &Sizing) -> u32;
+
+    /// Sets the sizes of its maps before the object is loaded.
+    fn configure(&self, sizing: &Sizing, loader: &mut EbpfLoader<'_>);
+
+    /// Takes its maps from the loaded object, loads and attaches its programs.
+    fn attach(&mut self, bpf: &mut Ebpf) -> Result<(), RecordError>;
+
+    /// Detaches its programs; its maps stay readable for a last drain.
+    fn detach(&mut self, bpf: &mut Ebpf);
+
+    /// Drains (and clears) map set `set` into `out`.
+    fn drain(&mut self, set: usize, out: &mut Vec<Drained>) -> Result<(), RecordError>;
+
+    /// Every counter it keeps.
+    fn counters(&self) -> Result<Counters, RecordError>;
+
+    /// Events seen so far, for the status line (cheap).
+    fn events_seen(&self) -> u64;
+
+    /// Its programs' cost in the kernel, when the kernel keeps statistics.
+    fn program_cost(&self, bpf: &Ebpf) -> Vec<ProgramCost>;
+
+    /// Checks its counter invariant; returns a description of each violation.
+    fn check_invariants(&self, counters: &Counters) -> Vec<String>;
+}
+
+/// A collector with its place in the session's columns.
+pub struct Slot {
+    pub collector: Box<dyn Collector>,
+    pub columns: Range<usize>,
+}
+
+/// Every stack drained so far, interned: samples refer to stacks by [`StackId`]. Lives as
+/// long as the session, so windows share it (and the symbols resolved for it).
+#[derive(Debug, Default)]
+pub struct StackTable {
+    stacks: Vec<Vec<u64>>,
+    by_content: HashMap<Vec<u64>, StackId>,
+    /// Kernel-side content hash → id, so a stack seen before is not read again.
+    by_hash: HashMap<u64, StackId>,
+}
+
+impl StackTable {
+    pub fn intern(&mut self, ips: Vec<u64>) -> StackId {
+        if let Some(&id) = self.by_content.get(&ips) {
+            return id;
+        }
+        let id = self.stacks.len() as StackId;
+        self.stacks.push(ips.clone());
+        self.by_content.insert(ips, id);
+        id
+    }
+
+    pub fn get(&self, id: StackId) -> &[u64] {
+        &self.stacks[id as usize]
+    }
+
+    pub fn by_hash(&self, hash: u64) -> Option<StackId> {
+        self.by_hash.get(&hash).copied()
+    }
+
+    pub fn remember_hash(&mut self, hash: u64, id: StackId) {
+        self.by_hash.insert(hash, id);
+    }
+
+    pub fn len(&self) -> usize {
+        self.stacks.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.stacks.is_empty()
+    }
+}

@@ -1,0 +1,225 @@
+//! The on-CPU collector: one software cpu-clock perf event per online CPU runs the `cpu`
+//! program, which counts samples per (thread, user stack, kernel stack) in the kernel. Values:
+//! `samples/count` and `cpu/nanoseconds` (samples × the sampling period).
+
+use std::time::Duration;
+
+use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray};
+use aya::programs::PerfEvent;
+use aya::programs::perf_event::{
+    PerfEventConfig, PerfEventLinkId, PerfEventScope, SamplePolicy, SoftwareEvent,
+};
+use aya::{Ebpf, EbpfLoader};
+use profiler_ebpf::cpu::{CPU_COUNTERS, CPU_COUNTS, CPU_PROGRAM, CpuCounter, CpuKey};
+use profiler_ebpf::stacks::NO_STACK;
+
+use super::RecordError;
+use super::collector::{Collector, Counters, Drained, Sizing, StackSource};
+use super::kernel::{ProgramCost, bpf_err, program_cost, read_counters, take_map};
+use crate::profile::ValueType;
+
+/// Highest accepted sampling frequency: above this the profiler disturbs the target more
+/// than it measures it (and the kernel throttles perf events anyway).
+pub const MAX_FREQUENCY: u64 = 10_000;
+
+pub struct CpuCollector {
+    frequency: u64,
+    counts: Option<[BpfHashMap<MapData, CpuKey, u64>; 2]>,
+    counters: Option<PerCpuArray<MapData, u64>>,
+    links: Vec<PerfEventLinkId>,
+}
+
+impl CpuCollector {
+    pub fn new(frequency: u64) -> Result<Self, RecordError> {
+        if frequency == 0 || frequency > MAX_FREQUENCY {
+            return Err(RecordError::InvalidFrequency(frequency));
+        }
+        Ok(CpuCollector {
+            frequency,
+            counts: None,
+            counters: None,
+            links: Vec::new(),
+        })
+    }
+
+    /// Nanoseconds one sample stands for.
+    pub fn period_ns(&self) -> i64 {
+        (1_000_000_000 / self.frequency) as i64
+    }
+}
+
+fn not_attached() -> RecordError {
+    RecordError::NotAttached("cpu")
+}
+
+impl Collector for CpuCollector {
+    fn name(&self) -> &'static str {
+        "cpu"
+    }
+
+    fn describe(&self) -> String {
+        format!("cpu-clock at {} Hz per CPU", self.frequency)
+    }
+
+    fn sample_types(&self) -> Vec<ValueType> {
+        vec![
+            ValueType::new("samples", "count"),
+            ValueType::new("cpu", "nanoseconds"),
+        ]
+    }
+
+    fn main_sample_type(&self) -> &'static str {
+        "cpu"
+    }
+
+    fn event_column(&self) -> usize {
+        0
+    }
+
+    fn period(&self) -> Option<(ValueType, i64)> {
+        Some((ValueType::new("cpu", "nanoseconds"), self.period_ns()))
+    }
+
+    /// About 100 samples per CPU per interval, between 200 ms and 1 s: the maps stay small
+    /// and symbolization is spread over the recording, so the end is quick.
+    fn drain_interval(&self) -> Duration {
+        let ms = 100_000 / self.frequency.max(1);
+        Duration::from_millis(ms.clamp(200, 1000))
+    }
+
+    /// Each sample stores up to two stacks (user and kernel).
+    fn stacks_per_interval(&self, sizing: &Sizing) -> u32 {
+        sizing
+            .entries_per_interval(self.frequency)
+            .saturating_mul(2)
+    }
+
+    fn configure(&self, sizing: &Sizing, loader: &mut EbpfLoader<'_>) {
+        // One entry per distinct (thread, stacks) per interval: at most one per sample.
+        let entries = sizing.entries_per_interval(self.frequency);
+        for name in CPU_COUNTS {
+            loader.map_max_entries(name, entries);
+        }
+    }
+
+    fn attach(&mut self, bpf: &mut Ebpf) -> Result<(), RecordError> {
+        self.counts = Some([
+            BpfHashMap::try_from(take_map(bpf, CPU_COUNTS[0])?)
+                .map_err(bpf_err("opening CPU_COUNTS_0"))?,
+            BpfHashMap::try_from(take_map(bpf, CPU_COUNTS[1])?)
+                .map_err(bpf_err("opening CPU_COUNTS_1"))?,
+        ]);
+        self.counters = Some(
+            PerCpuArray::try_from(take_map(bpf, CPU_COUNTERS)?)
+                .map_err(bpf_err("opening CPU_COUNTERS"))?,
+        );
+        let program: &mut PerfEvent = bpf
+            .program_mut(CPU_PROGRAM)
+            .ok_or_else(|| RecordError::MissingInObject(format!("program {CPU_PROGRAM}")))?
+            .try_into()
+            .map_err(bpf_err("the cpu program"))?;
+        program.load().map_err(RecordError::from_load)?;
+        let cpus = aya::util::online_cpus()
+            .map_err(|(path, e)| RecordError::Io(format!("reading {path}"), e))?;
+        for cpu in cpus {
+            let link = program
+                .attach(
+                    PerfEventConfig::Software(SoftwareEvent::CpuClock),
+                    PerfEventScope::AllProcessesOneCpu { cpu },
+                    SamplePolicy::Frequency(self.frequency),
+                    false,
+                )
+                .map_err(RecordError::from_load)?;
+            self.links.push(link);
+        }
+        Ok(())
+    }
+
+    fn detach(&mut self, bpf: &mut Ebpf) {
+        let links = std::mem::take(&mut self.links);
+        if let Some(program) = bpf.program_mut(CPU_PROGRAM)
+            && let Ok(program) = <&mut PerfEvent>::try_from(program)
+        {
+            for link in links {
+                let _ = program.detach(link);
+            }
+        }
+    }
+
+    fn drain(&mut self, set: usize, out: &mut Vec<Drained>) -> Result<(), RecordError> {
+        let counts = &mut self.counts.as_mut().ok_or_else(not_attached)?[set];
+        let entries: Vec<(CpuKey, u64)> = counts.iter().filter_map(Result::ok).collect();
+        for (key, _) in &entries {
+            let _ = counts.remove(key);
+        }
+        let period = self.period_ns();
+        let stack = |h: u64| {
+            if h == NO_STACK {
+                StackSource::None
+            } else {
+                StackSource::Hash(h)
+            }
+        };
+        out.extend(entries.into_iter().map(|(key, n)| Drained {
+            pid: key.tgid,
+            tid: key.tid,
+            user: stack(key.user_stack),
+            kernel: stack(key.kernel_stack),
+            labels: Vec::new(),
+            values: vec![n as i64, n as i64 * period],
+        }));
+        Ok(())
+    }
+
+    fn counters(&self) -> Result<Counters, RecordError> {
+        read_counters::<CpuCounter>(self.counters.as_ref().ok_or_else(not_attached)?)
+    }
+
+    fn events_seen(&self) -> u64 {
+        self.counters
+            .as_ref()
+            .and_then(|c| c.get(&(CpuCounter::TargetSamples as u32), 0).ok())
+            .map_or(0, |per_cpu| per_cpu.iter().sum())
+    }
+
+    fn program_cost(&self, bpf: &Ebpf) -> Vec<ProgramCost> {
+        program_cost(bpf, CPU_PROGRAM).into_iter().collect()
+    }
+
+    fn check_invariants(&self, counters: &Counters) -> Vec<String> {
+        let get = |name: &str| {
+            counters
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map_or(0, |(_, v)| *v)
+        };
+        let taken = get("target_samples");
+        let sum = |names: &[&str]| names.iter().map(|n| get(n)).sum::<u64>();
+        let groups = [
+            (
+                "user-stack",
+                sum(&[
+                    "user_stack",
+                    "user_stack_missing",
+                    "user_stack_map_full",
+                    "user_stack_error",
+                ]),
+            ),
+            (
+                "kernel-stack",
+                sum(&[
+                    "kernel_stack",
+                    "kernel_stack_absent",
+                    "kernel_stack_map_full",
+                    "kernel_stack_error",
+                ]),
+            ),
+            ("count", sum(&["counted", "counts_full", "counts_error"])),
+        ];
+        groups
+            .into_iter()
+            .filter(|(_, n)| *n != taken)
+            .map(|(what, n)| format!("cpu: {taken} samples taken but {n} {what} outcomes"))
+            .collect()
+    }
+}

@@ -1,0 +1,172 @@
+//! The kernel side seen from user space: the embedded eBPF object, the maps the session owns
+//! (the active set selector, the stacks by content hash, thread names), flipping the map
+//! sets, reading counters, and what the programs cost in the kernel.
+
+use std::collections::HashMap;
+use std::os::fd::OwnedFd;
+use std::time::Duration;
+
+use aya::maps::{Array, HashMap as BpfHashMap, Map, MapData, PerCpuArray};
+use aya::{Ebpf, EbpfLoader};
+use profiler_ebpf::stacks::{ACTIVE_SET, MAX_STACK_DEPTH, RawStack, STACK_SCRATCH, STACKS};
+use profiler_ebpf::{Comm, CounterSet, THREAD_COMMS};
+
+use super::RecordError;
+
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/profiler-ebpf"));
+
+/// A stack as read from the kernel: instruction pointers, leaf first.
+pub type Ips = Vec<u64>;
+
+/// Threads whose names the session keeps (tids alive at once over a recording, all targets).
+const THREAD_COMMS_ENTRIES: u32 = 32_768;
+
+/// What one program cost in the kernel: how often it ran and for how long in all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProgramCost {
+    pub program: &'static str,
+    pub runs: u64,
+    pub run_time: Duration,
+}
+
+/// The loaded object and the maps the session owns.
+pub struct Kernel {
+    pub bpf: Ebpf,
+    active: Array<MapData, u32>,
+    stacks: [BpfHashMap<MapData, u64, RawStack>; 2],
+    comms: BpfHashMap<MapData, u32, Comm>,
+    set: u32,
+    /// Keeps the kernel's run-time statistics for BPF programs on while recording, so the
+    /// summary can say what the programs cost. None when the kernel refused.
+    run_time_stats: Option<OwnedFd>,
+}
+
+/// Turns any aya error into `RecordError::Bpf`, keeping it as the source.
+pub fn bpf_err<E: std::error::Error + Send + Sync + 'static>(
+    what: impl Into<String>,
+) -> impl FnOnce(E) -> RecordError {
+    move |e| RecordError::Bpf {
+        what: what.into(),
+        source: Box::new(e),
+    }
+}
+
+/// Takes map `name` out of the object, so its owner can keep a typed handle.
+pub fn take_map(bpf: &mut Ebpf, name: &str) -> Result<Map, RecordError> {
+    bpf.take_map(name)
+        .ok_or_else(|| RecordError::MissingInObject(format!("map {name}")))
+}
+
+/// Sums a per-CPU counter array over CPUs, every counter of set `C` by name.
+pub fn read_counters<C: CounterSet>(
+    map: &PerCpuArray<MapData, u64>,
+) -> Result<Vec<(&'static str, u64)>, RecordError> {
+    C::all()
+        .iter()
+        .map(|&c| {
+            map.get(&c.index(), 0)
+                .map(|per_cpu| (c.name(), per_cpu.iter().sum()))
+                .map_err(bpf_err(format!("reading counter {}", c.name())))
+        })
+        .collect()
+}
+
+/// Runs and run time of program `name` so far.
+pub fn program_cost(bpf: &Ebpf, name: &'static str) -> Option<ProgramCost> {
+    let info = bpf.program(name)?.info().ok()?;
+    Some(ProgramCost {
+        program: name,
+        runs: info.run_count(),
+        run_time: info.run_time(),
+    })
+}
+
+impl Kernel {
+    /// Loads the object with the globals and map sizes `configure` sets; no program runs yet.
+    pub fn load<'a>(
+        stacks_per_interval: u32,
+        configure: impl FnOnce(&mut EbpfLoader<'a>),
+    ) -> Result<Self, RecordError> {
+        // Statistics cost two clock reads per program run; without them the profiler's own
+        // kernel-side cost would be invisible. A kernel without them only loses the figure.
+        let run_time_stats = aya::sys::enable_stats(aya::sys::Stats::RunTime)
+            .map_err(|e| tracing::debug!("BPF run-time statistics unavailable: {e}"))
+            .ok();
+        let mut loader = EbpfLoader::new();
+        for name in STACKS {
+            loader.map_max_entries(name, stacks_per_interval.max(1024));
+        }
+        loader.map_max_entries(THREAD_COMMS, THREAD_COMMS_ENTRIES);
+        configure(&mut loader);
+        let mut bpf = loader.load(OBJECT).map_err(RecordError::from_load)?;
+        let active = Array::try_from(take_map(&mut bpf, ACTIVE_SET)?)
+            .map_err(bpf_err("opening ACTIVE_SET"))?;
+        let stacks = [
+            BpfHashMap::try_from(take_map(&mut bpf, STACKS[0])?)
+                .map_err(bpf_err("opening STACKS_0"))?,
+            BpfHashMap::try_from(take_map(&mut bpf, STACKS[1])?)
+                .map_err(bpf_err("opening STACKS_1"))?,
+        ];
+        let comms = BpfHashMap::try_from(take_map(&mut bpf, THREAD_COMMS)?)
+            .map_err(bpf_err("opening THREAD_COMMS"))?;
+        // The scratch slot is the programs' alone.
+        let _ = STACK_SCRATCH;
+        Ok(Kernel {
+            bpf,
+            active,
+            stacks,
+            comms,
+            set: 0,
+            run_time_stats,
+        })
+    }
+
+    /// Points the programs at the other map set and returns the set they left, now quiet.
+    pub fn flip(&mut self) -> Result<usize, RecordError> {
+        let drained = self.set;
+        self.set ^= 1;
+        self.active
+            .set(0, self.set, 0)
+            .map_err(bpf_err("flipping the active map set"))?;
+        // A program that read the old selector just before the flip finishes within
+        // microseconds (programs run with preemption off); this wait covers it widely.
+        std::thread::sleep(Duration::from_millis(2));
+        Ok(drained as usize)
+    }
+
+    /// Reads the stacks with these hashes from set `set`; a hash whose stack is not there
+    /// (it should always be) maps to None.
+    pub fn read_stacks(&self, set: usize, hashes: &[u64]) -> Vec<(u64, Option<Ips>)> {
+        hashes
+            .iter()
+            .map(|&h| {
+                let ips = self.stacks[set].get(&h, 0).ok().map(|s| {
+                    let len = (s.len as usize).min(MAX_STACK_DEPTH);
+                    s.ips[..len].to_vec()
+                });
+                (h, ips)
+            })
+            .collect()
+    }
+
+    /// Empties the stacks of set `set` (after every collector drained it).
+    pub fn clear_stacks(&mut self, set: usize) {
+        let keys: Vec<u64> = self.stacks[set].keys().filter_map(Result::ok).collect();
+        for k in keys {
+            let _ = self.stacks[set].remove(&k);
+        }
+    }
+
+    /// Thread names seen, by tid.
+    pub fn thread_names(&self) -> HashMap<u32, String> {
+        self.comms
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(tid, comm)| (tid, String::from_utf8_lossy(comm.as_bytes()).into_owned()))
+            .collect()
+    }
+
+    pub fn stats_enabled(&self) -> bool {
+        self.run_time_stats.is_some()
+    }
+}

@@ -1,0 +1,298 @@
+//! The session: what every recording shares, whatever it collects. It owns the target set
+//! and the target's lifetime, the loaded eBPF object with the maps all collectors share
+//! (stacks by content, thread names, the active set), draining, symbolization (caches kept
+//! for the whole session) and assembly into a `Profile`. Collectors plug in through the
+//! [`Collector`] trait; consumers (record, watch, serve) keep their own windows as
+//! [`RawSamples`] accumulators and ask the session for a profile of any of them.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
+
+use profiler_ebpf::targets::{ALL_PROCESSES, PROCESS_EVENTS, SELF_TGID, TARGETS, TASK_OFFSETS};
+
+use super::assemble::{Assembly, Stats, Symbols, trim_user_stack};
+use super::btf;
+use super::collector::{
+    Batch, Collector, Counters, Drained, RawSamples, SampleKey, Sizing, Slot, StackSource,
+    StackTable,
+};
+use super::kernel::{Kernel, ProgramCost};
+use super::process::TargetProcess;
+use super::targets::{TARGETS_ENTRIES, Targets, Wake};
+use super::{RecordError, TargetSpec};
+use crate::profile::{Profile, ValueType};
+
+/// Bytes of the lifecycle ring buffer: about 6,500 events between two reads, far more than
+/// the forks and execs of a `make -j` in the 100 ms the loop may take to come back.
+const PROCESS_EVENTS_BYTES: u32 = 256 * 1024;
+
+pub struct Session {
+    kernel: Kernel,
+    targets: Targets,
+    slots: Vec<Slot>,
+    sample_types: Vec<ValueType>,
+    event_columns: Vec<usize>,
+    stacks: StackTable,
+    symbols: Symbols,
+    drain_interval: Duration,
+    /// Stack hashes a count named but the stacks map did not hold (should stay 0).
+    unreadable_stacks: u64,
+    detached: bool,
+}
+
+impl Session {
+    /// Opens (or launches) the targets, loads the programs with maps sized for these
+    /// collectors, attaches everything and lets a launched command run.
+    pub fn start(
+        spec: &TargetSpec,
+        collectors: Vec<Box<dyn Collector>>,
+    ) -> Result<Self, RecordError> {
+        if collectors.is_empty() {
+            return Err(RecordError::NoCollector);
+        }
+        super::check_privileges()?;
+        let (initial, all, follow) = Targets::open(spec)?;
+        let cpus = aya::util::online_cpus()
+            .map_err(|(path, e)| RecordError::Io(format!("reading {path}"), e))?
+            .len() as u32;
+        let drain_interval = collectors
+            .iter()
+            .map(|c| c.drain_interval())
+            .min()
+            .unwrap_or(Duration::from_secs(1));
+        let sizing = Sizing {
+            cpus,
+            drain_interval,
+        };
+        let stacks_per_interval: u32 = collectors
+            .iter()
+            .map(|c| c.stacks_per_interval(&sizing))
+            .sum();
+        // Only following and `-a` read task_struct; without BTF they cannot work, the rest can.
+        let offsets = match btf::task_offsets() {
+            Ok(o) => o,
+            Err(e) if follow || all => return Err(RecordError::Btf(e)),
+            Err(_) => Default::default(),
+        };
+        let all_flag = u32::from(all);
+        let self_tgid = std::process::id();
+        let mut kernel = Kernel::load(stacks_per_interval, |loader| {
+            loader
+                .override_global(ALL_PROCESSES, &all_flag, true)
+                .override_global(SELF_TGID, &self_tgid, true)
+                .override_global(TASK_OFFSETS, &offsets, true)
+                .map_max_entries(TARGETS, TARGETS_ENTRIES)
+                .map_max_entries(PROCESS_EVENTS, PROCESS_EVENTS_BYTES);
+            for c in &collectors {
+                c.configure(&sizing, loader);
+            }
+        })?;
+        let btf = aya::Btf::from_sys_fs().map_err(|e| RecordError::Bpf {
+            what: "reading the kernel's BTF".into(),
+            source: Box::new(e),
+        })?;
+        let mut targets = Targets::attach(&mut kernel.bpf, &btf, initial, all, follow)?;
+        let mut slots = Vec::with_capacity(collectors.len());
+        let mut sample_types = Vec::new();
+        let mut event_columns = Vec::new();
+        for mut c in collectors {
+            c.attach(&mut kernel.bpf)?;
+            let types = c.sample_types();
+            let start = sample_types.len();
+            event_columns.push(start + c.event_column());
+            sample_types.extend(types);
+            slots.push(Slot {
+                columns: start..sample_types.len(),
+                collector: c,
+            });
+        }
+        // For --pid, a target gone by now was never recorded: say so rather than write nothing.
+        if let Some(pid) = targets.exited_before_attach() {
+            return Err(RecordError::ExitedBeforeAttach(pid));
+        }
+        targets.release()?;
+        Ok(Session {
+            kernel,
+            targets,
+            slots,
+            sample_types,
+            event_columns,
+            stacks: StackTable::default(),
+            symbols: Symbols::default(),
+            drain_interval,
+            unreadable_stacks: 0,
+            detached: false,
+        })
+    }
+
+    /// How often `drain` should run.
+    pub fn drain_interval(&self) -> Duration {
+        self.drain_interval
+    }
+
+    /// Waits up to `timeout`, handling process lifecycle events; says whether every initial
+    /// target has exited.
+    pub fn wait(&mut self, timeout: Duration) -> Wake {
+        self.targets.wait(timeout)
+    }
+
+    /// Flips the map sets, drains every collector, reads the new stacks, refreshes the maps
+    /// of the processes that have samples and resolves the new stacks' symbols.
+    pub fn drain(&mut self) -> Result<Batch, RecordError> {
+        let set = self.kernel.flip()?;
+        let mut drained: Vec<(usize, Drained)> = Vec::new();
+        let mut buf = Vec::new();
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            slot.collector.drain(set, &mut buf)?;
+            drained.extend(buf.drain(..).map(|d| (i, d)));
+        }
+        let unknown: Vec<u64> = drained
+            .iter()
+            .flat_map(|(_, d)| [&d.user, &d.kernel])
+            .filter_map(|s| match s {
+                StackSource::Hash(h) if self.stacks.by_hash(*h).is_none() => Some(*h),
+                _ => None,
+            })
+            .collect::<HashSet<u64>>()
+            .into_iter()
+            .collect();
+        for (hash, ips) in self.kernel.read_stacks(set, &unknown) {
+            match ips {
+                Some(ips) => {
+                    let id = self.stacks.intern(trim_user_stack(ips));
+                    self.stacks.remember_hash(hash, id);
+                }
+                None => self.unreadable_stacks += 1,
+            }
+        }
+        self.kernel.clear_stacks(set);
+
+        let width = self.sample_types.len();
+        let mut batch = Batch::default();
+        let mut pids = HashSet::new();
+        for (slot, d) in drained {
+            let columns = self.slots[slot].columns.clone();
+            let mut values = vec![0; width];
+            for (dst, v) in values[columns].iter_mut().zip(&d.values) {
+                *dst = *v;
+            }
+            pids.insert(d.pid);
+            let key = SampleKey {
+                pid: d.pid,
+                tid: d.tid,
+                user: self.stack_id(d.user),
+                kernel: self.stack_id(d.kernel),
+                labels: d.labels,
+            };
+            batch.samples.push((key, values));
+        }
+        // Maps first: the addresses just drained belong to the mappings of now.
+        self.targets.refresh(pids);
+        self.symbols
+            .resolve(&batch, &self.stacks, &self.targets.processes);
+        Ok(batch)
+    }
+
+    fn stack_id(&mut self, source: StackSource) -> Option<u32> {
+        match source {
+            StackSource::None => None,
+            StackSource::Hash(h) => self.stacks.by_hash(h),
+            StackSource::Frames(ips) => Some(self.stacks.intern(trim_user_stack(ips))),
+        }
+    }
+
+    /// Detaches every program and drains what is left in both map sets.
+    pub fn stop(&mut self) -> Result<Batch, RecordError> {
+        if !self.detached {
+            for slot in &mut self.slots {
+                slot.collector.detach(&mut self.kernel.bpf);
+            }
+            self.detached = true;
+        }
+        let mut batch = self.drain()?;
+        batch.samples.extend(self.drain()?.samples);
+        Ok(batch)
+    }
+
+    /// The profile of the samples in `window`, with symbols resolved so far.
+    pub fn build(&mut self, window: &RawSamples) -> (Profile, Stats) {
+        let threads: HashMap<u32, String> = self.kernel.thread_names();
+        let primary = &self.slots[0].collector;
+        let asm = Assembly {
+            sample_types: &self.sample_types,
+            default_sample_type: Some(primary.main_sample_type()),
+            period: primary.period(),
+            event_columns: &self.event_columns,
+            stacks: &self.stacks,
+            processes: &self.targets.processes,
+            threads: &threads,
+        };
+        self.symbols.build_profile(window, &asm)
+    }
+
+    /// Every counter by group: each collector's, the target set's, the session's own.
+    pub fn counters(&self) -> Result<BTreeMap<String, BTreeMap<String, u64>>, RecordError> {
+        let mut out = BTreeMap::new();
+        let own = |c: Counters| {
+            c.into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect::<BTreeMap<_, _>>()
+        };
+        for slot in &self.slots {
+            out.insert(
+                slot.collector.name().to_string(),
+                own(slot.collector.counters()?),
+            );
+        }
+        let mut targets = own(self.targets.counters()?);
+        targets.insert("unreadable_stacks".into(), self.unreadable_stacks);
+        out.insert("targets".to_string(), targets);
+        Ok(out)
+    }
+
+    /// Each collector's counter invariant, checked on the counters now (call after `stop`).
+    pub fn invariant_violations(&self) -> Result<Vec<String>, RecordError> {
+        let mut out = Vec::new();
+        for slot in &self.slots {
+            let counters = slot.collector.counters()?;
+            out.extend(slot.collector.check_invariants(&counters));
+        }
+        Ok(out)
+    }
+
+    pub fn program_cost(&self) -> Vec<ProgramCost> {
+        if !self.kernel.stats_enabled() {
+            return Vec::new();
+        }
+        let mut out: Vec<ProgramCost> = self
+            .slots
+            .iter()
+            .flat_map(|s| s.collector.program_cost(&self.kernel.bpf))
+            .collect();
+        out.extend(self.targets.program_cost(&self.kernel.bpf));
+        out
+    }
+
+    /// Events the collectors have seen so far (for the status line).
+    pub fn events_seen(&self) -> u64 {
+        self.slots.iter().map(|s| s.collector.events_seen()).sum()
+    }
+
+    pub fn collectors(&self) -> impl Iterator<Item = &dyn Collector> {
+        self.slots.iter().map(|s| s.collector.as_ref())
+    }
+
+    pub fn sample_types(&self) -> &[ValueType] {
+        &self.sample_types
+    }
+
+    pub fn targets(&self) -> &Targets {
+        &self.targets
+    }
+
+    /// Ends the session (every program detached, the object unloaded) and hands back the
+    /// initial target processes (a launched command's exit code is collected from them).
+    pub fn into_targets(self) -> Vec<TargetProcess> {
+        self.targets.into_initial()
+    }
+}
