@@ -7,274 +7,16 @@
 //! The tests run one at a time (a lock below) whatever `--test-threads` says: two recordings at
 //! once would share the two CPUs and skew each other's shares.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Mutex, MutexGuard};
+mod common;
 
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use profiler::capture::info::RecordingInfo;
 use profiler::profile::Profile;
 
-// ---------------------------------------------------------------------------------------------
-// Harness: root check, one test at a time, building workloads, running the profiler.
-
-fn serial() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-fn require_root() {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let euid = unsafe { libc::geteuid() };
-    assert_eq!(
-        euid, 0,
-        "fidelity tests load eBPF programs and need root: run `sudo -E cargo test -p profiler --test fidelity`"
-    );
-}
-
-/// The cargo target directory the test binary lives in (…/target/debug/deps/fidelity-…).
-fn target_dir() -> PathBuf {
-    let profiler = Path::new(env!("CARGO_BIN_EXE_profiler"));
-    profiler
-        .parent()
-        .and_then(Path::parent)
-        .expect("profiler binary inside a target directory")
-        .to_path_buf()
-}
-
-/// Compiles `profiler/examples/NAME.rs` optimized, with frame pointers and full debug info
-/// (what the workspace's release profile and `.cargo/config.toml` give the real services), by
-/// the rustc of the toolchain running this test. Building here rather than relying on
-/// `cargo test` having built examples keeps the flags fixed (the test profile does not
-/// optimize, and an `#[inline(always)]` test needs the optimizer) and takes about a second.
-fn workload(name: &str) -> PathBuf {
-    static BUILT: Mutex<BTreeMap<String, PathBuf>> = Mutex::new(BTreeMap::new());
-    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(path) = built.get(name) {
-        return path.clone();
-    }
-    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("examples")
-        .join(format!("{name}.rs"));
-    let dir = target_dir().join("fidelity-workloads");
-    std::fs::create_dir_all(&dir).expect("create the workload directory");
-    let out = dir.join(name);
-    let rustc = std::env::var_os("CARGO")
-        .map(|cargo| Path::new(&cargo).with_file_name("rustc"))
-        .filter(|rustc| rustc.exists())
-        .unwrap_or_else(|| PathBuf::from("rustc"));
-    let status = Command::new(&rustc)
-        .args([
-            "--edition",
-            "2024",
-            "-C",
-            "opt-level=3",
-            "-C",
-            "force-frame-pointers=yes",
-            "-C",
-            "debuginfo=2",
-        ])
-        .arg("--crate-name")
-        .arg(name)
-        .arg("-o")
-        .arg(&out)
-        .arg(&src)
-        .status()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", rustc.display()));
-    assert!(
-        status.success(),
-        "building workload {} failed ({status})",
-        src.display()
-    );
-    built.insert(name.to_string(), out.clone());
-    out
-}
-
-fn profiler_cmd() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_profiler"))
-}
-
-/// Runs `profiler record ARGS` to completion; panics with its stderr when it fails.
-fn record(args: &[&str]) -> Output {
-    let out = profiler_cmd()
-        .arg("record")
-        .args(args)
-        .output()
-        .expect("run profiler record");
-    assert!(
-        out.status.success(),
-        "profiler record {args:?} failed ({}):\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-/// A started workload whose first stdout line is `NAME pid N`; killed when dropped.
-struct Workload {
-    child: Child,
-    lines: std::io::Lines<BufReader<std::process::ChildStdout>>,
-}
-
-impl Workload {
-    fn start(name: &str, args: &[&str]) -> Self {
-        let mut child = Command::new(workload(name))
-            .args(args)
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("start workload {name}: {e}"));
-        let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
-        let first = lines
-            .next()
-            .expect("workload prints its pid")
-            .expect("read workload stdout");
-        assert!(
-            first.starts_with(&format!("{name} pid ")),
-            "unexpected first line {first:?}"
-        );
-        Self { child, lines }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn next_line(&mut self) -> String {
-        self.lines
-            .next()
-            .expect("workload line")
-            .expect("read workload stdout")
-    }
-
-    fn wait(mut self) {
-        let status = self.child.wait().expect("wait for workload");
-        assert!(status.success(), "workload failed: {status}");
-    }
-}
-
-impl Drop for Workload {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Launches workload `name` with argument `secs` under `profiler record -F 99` and reads the
-/// capture it wrote.
-fn record_launched(name: &str, secs: &str) -> Profile {
-    let dir = scratch();
-    let cap = dir.path().join(format!("{name}.pb.gz"));
-    let exe = workload(name);
-    record(&[
-        "-F",
-        "99",
-        "-o",
-        cap.to_str().unwrap(),
-        "--",
-        exe.to_str().unwrap(),
-        secs,
-    ]);
-    load(&cap)
-}
-
-fn scratch() -> tempfile::TempDir {
-    tempfile::tempdir().expect("temp dir")
-}
-
-fn load(path: &Path) -> Profile {
-    profiler::capture::read_capture(path)
-        .unwrap_or_else(|e| panic!("read capture {}: {e}", path.display()))
-}
-
-// ---------------------------------------------------------------------------------------------
-// Reading a profile: sample counts by function, thread, and stack shape.
-
-/// Index of the `samples` value (one per sample hit), whatever else the capture carries.
-fn samples_index(p: &Profile) -> usize {
-    p.sample_types
-        .iter()
-        .position(|t| t.kind == "samples")
-        .unwrap_or_else(|| {
-            panic!(
-                "capture has no `samples` value type: {:?}",
-                p.sample_type_names()
-            )
-        })
-}
-
-fn total_samples(p: &Profile) -> i64 {
-    p.total(samples_index(p))
-}
-
-/// `crate::f::h0123456789abcdef` → `crate::f`: demanglers differ on keeping the hash.
-fn plain_name(name: &str) -> &str {
-    match name.rsplit_once("::h") {
-        Some((head, hash)) if hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit()) => {
-            head
-        }
-        _ => name,
-    }
-}
-
-/// Share (percent of all samples) of samples with a frame named exactly `function`.
-fn inclusive_share(p: &Profile, function: &str) -> f64 {
-    share_where(p, |p, s| {
-        p.sample_frames(s)
-            .any(|f| plain_name(&f.function.name) == function)
-    })
-}
-
-fn share_where(p: &Profile, keep: impl Fn(&Profile, &profiler::profile::Sample) -> bool) -> f64 {
-    let vi = samples_index(p);
-    let total = p.total(vi);
-    assert!(total > 0, "the capture holds no samples");
-    let kept: i64 = p
-        .samples
-        .iter()
-        .filter(|s| keep(p, s))
-        .map(|s| s.values[vi])
-        .sum();
-    100.0 * kept as f64 / total as f64
-}
-
-/// Flat shares by symbol, as `perf report --no-children --sort symbol` counts them: the
-/// function that owns the sampled instruction (the outermost function of the leaf location, so
-/// code inlined into it counts for it).
-fn flat_symbol_shares(p: &Profile) -> HashMap<String, f64> {
-    let vi = samples_index(p);
-    let total = p.total(vi) as f64;
-    let mut shares = HashMap::new();
-    for s in &p.samples {
-        let Some(&leaf) = s.locations.first() else {
-            continue;
-        };
-        let Some(outer) = p.locations[leaf].lines.last() else {
-            continue;
-        };
-        let name = plain_name(&p.functions[outer.function].name).to_string();
-        *shares.entry(name).or_insert(0.0) += 100.0 * s.values[vi] as f64 / total;
-    }
-    shares
-}
-
-fn describe_top(shares: &HashMap<String, f64>, n: usize) -> String {
-    let mut v: Vec<_> = shares.iter().collect();
-    v.sort_by(|a, b| b.1.total_cmp(a.1));
-    v.iter()
-        .take(n)
-        .map(|(k, s)| format!("{s:6.2}%  {k}\n"))
-        .collect()
-}
-
-fn assert_share(p: &Profile, function: &str, expected: f64, tolerance: f64) {
-    let got = inclusive_share(p, function);
-    assert!(
-        (got - expected).abs() <= tolerance,
-        "{function}: {got:.2}% of {} samples, expected {expected}% ± {tolerance} points; top by symbol:\n{}",
-        total_samples(p),
-        describe_top(&flat_symbol_shares(p), 10)
-    );
-}
+use common::*;
 
 // ---------------------------------------------------------------------------------------------
 // The tests.
@@ -491,49 +233,6 @@ fn frame_pointer_stacks_are_whole_and_inlined_frames_show() {
     );
 }
 
-/// Parses `perf report --stdio --no-children -F overhead,sym` lines: `  59.72%  [.] name`.
-fn perf_symbol_shares(perf_data: &Path) -> HashMap<String, f64> {
-    let out = Command::new("perf")
-        .args([
-            "report",
-            "--stdio",
-            "--no-children",
-            "-F",
-            "overhead,sym",
-            "--percent-limit",
-            "0",
-            "-i",
-        ])
-        .arg(perf_data)
-        .output()
-        .expect("run perf report (Debian linux-perf, installed by scripts/setup.sh)");
-    assert!(
-        out.status.success(),
-        "perf report failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut shares = HashMap::new();
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let line = line.trim();
-        if line.starts_with('#') || line.is_empty() {
-            continue;
-        }
-        let Some((pct, rest)) = line.split_once('%') else {
-            continue;
-        };
-        let Ok(pct) = pct.trim().parse::<f64>() else {
-            continue;
-        };
-        let Some((_, sym)) = rest.trim().split_once("] ") else {
-            continue;
-        };
-        *shares
-            .entry(plain_name(sym.trim()).to_string())
-            .or_insert(0.0) += pct;
-    }
-    shares
-}
-
 /// The same cpu_split run recorded at once by `perf record -F 99 -g` and by the profiler:
 /// perf's three top functions have the same shares in both, within 4 points.
 #[test]
@@ -597,88 +296,6 @@ fn cpu_split_agrees_with_perf() {
             describe_top(&theirs, 6)
         );
     }
-}
-
-// ---------------------------------------------------------------------------------------------
-// The loaded search server.
-
-/// A child process killed and reaped when dropped, so every exit path of a test (a failed
-/// assertion included) stops what it started.
-struct Reaped(Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// The release search-server, as `cargo build --release` leaves it: `SEARCH_SERVER_BIN` if set,
-/// else next to this test's target directory (honours CARGO_TARGET_DIR), else the workspace's
-/// default `target/`. scripts/test.sh builds it before the tests run.
-fn search_server_bin() -> PathBuf {
-    const BUILD: &str = "cargo build --release -p search-server";
-    if let Some(path) = std::env::var_os("SEARCH_SERVER_BIN") {
-        let path = PathBuf::from(path);
-        assert!(
-            path.is_file(),
-            "SEARCH_SERVER_BIN={} is not a file: unset it or build the server with `{BUILD}`",
-            path.display()
-        );
-        return path;
-    }
-    let candidates = [
-        target_dir().join("release/search-server"),
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/search-server"),
-    ];
-    candidates
-        .iter()
-        .find(|p| p.is_file())
-        .cloned()
-        .unwrap_or_else(|| {
-            panic!(
-                "no release search-server at {} or {}: build it first with `{BUILD}` \
-                 (or point SEARCH_SERVER_BIN at one)",
-                candidates[0].display(),
-                candidates[1].display()
-            )
-        })
-}
-
-/// Starts the server on a free loopback port; returns it and the base URL it logged.
-fn start_search_server() -> (Reaped, String) {
-    let bin = search_server_bin();
-    let mut child = Reaped(
-        Command::new(&bin)
-            .args(["--listen", "127.0.0.1:0"])
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {}: {e}", bin.display())),
-    );
-    let mut lines = BufReader::new(child.0.stderr.take().expect("piped stderr")).lines();
-    let mut seen = Vec::new();
-    let base = loop {
-        let Some(Ok(line)) = lines.next() else {
-            panic!(
-                "search-server exited before it listened:\n{}",
-                seen.join("\n")
-            );
-        };
-        // `... listening on http://127.0.0.1:PORT/search`, possibly with colour codes.
-        if let Some(at) = line.find("listening on http://") {
-            let host_port: String = line[at + "listening on http://".len()..]
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | ':'))
-                .collect();
-            break format!("http://{host_port}");
-        }
-        seen.push(line);
-    };
-    // Keep draining its log so the server never blocks on a full pipe.
-    std::thread::spawn(move || lines.for_each(drop));
-    (child, base)
 }
 
 /// The server under the tutorial's load (oha, 4 connections, POST searches over all three
@@ -819,20 +436,21 @@ fn assert_capture_describes_recording(p: &Profile, pid: u32, server: &Path) {
         mapping.has_functions && mapping.has_line_numbers,
         "{mapping:?}"
     );
-    let comments = p.comments.join("\n");
-    for needle in [
-        format!("pid {pid}"),
-        "search-server".to_string(),
-        "target_samples=".to_string(),
-        "kernel_stack_collision=".to_string(),
-        "counts_full=".to_string(),
-        "unsymbolized".to_string(),
-    ] {
-        assert!(
-            comments.contains(&needle),
-            "comments lack {needle:?}:\n{comments}"
-        );
-    }
+    let info = RecordingInfo::from_comments(&p.comments).expect("recording metadata");
+    assert_eq!(info.targets.len(), 1, "{info:?}");
+    assert_eq!(info.targets[0].pid, pid, "{info:?}");
+    assert!(
+        info.targets[0].command.contains("search-server"),
+        "{info:?}"
+    );
+    assert!(info.counter("cpu", "target_samples") > 0, "{info:?}");
+    assert!(info.counters["cpu"].contains_key("counts_full"), "{info:?}");
+    assert!(info.frames > 0, "{info:?}");
+    assert!(
+        info.health.by_program.contains_key("search-server"),
+        "{:?}",
+        info.health
+    );
 }
 
 /// The flame graph's title names the pid and the command, its subtitle the duration and the
@@ -870,4 +488,127 @@ fn assert_renderings_describe_recording(svg: &Path, folded: &Path, pid: u32, sam
         !folded.contains("[unmapped]+0x0"),
         "a zero return address became a frame"
     );
+}
+
+/// A C program built with `gcc -O2` keeps no frame pointers: its stacks stop early, and the
+/// capture and the summary must say so (per program) instead of calling them whole.
+#[test]
+fn stacks_without_frame_pointers_are_reported_cut() {
+    require_root();
+    let _serial = serial();
+    let dir = scratch();
+    let cap = dir.path().join("c.pb.gz");
+    let exe = c_workload("c_split", &["-O2", "-fomit-frame-pointer"]);
+    let out = record(&[
+        "-F",
+        "99",
+        "-o",
+        cap.to_str().unwrap(),
+        "--",
+        exe.to_str().unwrap(),
+        "3",
+    ]);
+    let p = load(&cap);
+    let info = RecordingInfo::from_comments(&p.comments).expect("recording metadata");
+    let program = exe.file_name().unwrap().to_string_lossy().into_owned();
+    let h = info
+        .health
+        .by_program
+        .get(&program)
+        .unwrap_or_else(|| panic!("no stack health for {program}: {:?}", info.health));
+    let cut = 100.0 * h.cut() as f64 / h.total().max(1) as f64;
+    assert!(
+        h.total() >= 50 && cut >= 50.0,
+        "only {cut:.1}% of {} stacks of the -O2 program reported cut: {h:?}",
+        h.total()
+    );
+    let summary = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        summary.contains(&format!("{program} ")) && summary.contains("% cut"),
+        "the summary does not name the program with cut stacks:\n{summary}"
+    );
+    assert!(
+        !summary.contains("100.0% whole"),
+        "the summary calls broken stacks whole:\n{summary}"
+    );
+}
+
+/// `record -- sh -c '...'` follows the shell's children and grandchildren: a CPU-split
+/// workload started two shells down has the same shares as when launched directly, and its
+/// samples carry its process name.
+#[test]
+fn launched_shell_is_followed_to_its_grandchildren() {
+    require_root();
+    let _serial = serial();
+    let dir = scratch();
+    let cap = dir.path().join("sh.pb.gz");
+    let exe = workload("cpu_split");
+    // `; true` keeps each shell from exec-ing its last command, so the workload really is a
+    // grandchild of the launched shell.
+    let inner = format!("{} 5; true", exe.display());
+    let script = format!("sh -c '{inner}'; true");
+    record(&[
+        "-F",
+        "99",
+        "-o",
+        cap.to_str().unwrap(),
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    let p = load(&cap);
+    let info = RecordingInfo::from_comments(&p.comments).expect("recording metadata");
+    assert!(
+        info.counter("targets", "child_followed") >= 2,
+        "the shell's children were not followed: {:?}",
+        info.counters
+    );
+    let n = total_samples(&p);
+    assert!(n >= 100, "only {n} samples in 5 s");
+    assert_share(&p, "cpu_split::work_sixty", 60.0, 3.0);
+    assert_share(&p, "cpu_split::work_thirty", 30.0, 3.0);
+    assert_share(&p, "cpu_split::work_ten", 10.0, 3.0);
+    let labelled = share_where(&p, |p, s| {
+        s.str_label("process") == Some("cpu_split")
+            && p.sample_frames(s)
+                .any(|f| plain_name(&f.function.name) == "cpu_split::work_sixty")
+    });
+    assert!(
+        (labelled - inclusive_share(&p, "cpu_split::work_sixty")).abs() < 0.01,
+        "work_sixty samples not all labelled process=cpu_split ({labelled:.2}%)"
+    );
+}
+
+/// Two pids in one recording: both are sampled, each under its own pid and process labels.
+#[test]
+fn several_pids_are_recorded_together() {
+    require_root();
+    let _serial = serial();
+    let dir = scratch();
+    let cap = dir.path().join("two.pb.gz");
+    let a = Workload::start("cpu_split", &["4"]);
+    let b = Workload::start("cpu_split", &["4"]);
+    let pids = format!("{},{}", a.pid(), b.pid());
+    record(&[
+        "--pid",
+        &pids,
+        "-F",
+        "99",
+        "-d",
+        "3s",
+        "-o",
+        cap.to_str().unwrap(),
+    ]);
+    let p = load(&cap);
+    let info = RecordingInfo::from_comments(&p.comments).expect("recording metadata");
+    let targets: HashSet<u32> = info.targets.iter().map(|t| t.pid).collect();
+    assert_eq!(targets, HashSet::from([a.pid(), b.pid()]), "{info:?}");
+    for pid in [a.pid(), b.pid()] {
+        let share = share_where(&p, |_, s| s.num_label("pid") == Some(i64::from(pid)));
+        assert!(
+            share > 25.0,
+            "pid {pid} has {share:.1}% of the samples of two equal workloads"
+        );
+    }
 }

@@ -523,7 +523,8 @@ fn busy_child_function_appears_by_name() -> Result<(), Failed> {
     let err = stderr(&o);
     for needle in [
         "samples:",
-        "threads seen:",
+        "1 thread(s)",
+        "% whole (reach a root frame)",
         "profiler:",
         "peak RSS",
         "capture:",

@@ -2,6 +2,7 @@
 //! the goldens and other tools see exact files. `BLESS=1` rewrites them.
 
 use profiler::capture;
+use profiler::capture::info::{RecordingInfo, TargetInfo};
 use profiler::profile::{
     Label, LabelValue, Line, Mapping, Profile, ProfileBuilder, Sample, ValueType,
 };
@@ -119,11 +120,20 @@ pub fn cpu(slow_matches: bool) -> Profile {
     pr.period = PERIOD;
     pr.duration_nanos = 2_000_000_000;
     pr.time_nanos = 1_764_000_000_000_000_000;
-    pr.comments = vec![
-        "profiler fixture".into(),
-        "target: pid 4242 (search-server)".into(),
-        "samples: all taken; lost: 0".into(),
-    ];
+    pr.comments = RecordingInfo {
+        version: "fixture".into(),
+        kind: "record".into(),
+        targets: vec![TargetInfo {
+            pid: 4242,
+            command: "search-server".into(),
+        }],
+        scope: "pids".into(),
+        started_unix_nanos: pr.time_nanos,
+        duration_nanos: pr.duration_nanos,
+        ended_by: "duration".into(),
+        ..RecordingInfo::default()
+    }
+    .to_comments();
     b.finish()
 }
 
