@@ -1,0 +1,3 @@
+//! `profiler trace`: a timeline of one process's threads.
+
+pub mod proto;
