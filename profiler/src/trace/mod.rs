@@ -7,6 +7,8 @@ pub mod model;
 pub mod perfetto;
 pub mod proto;
 pub mod read;
+#[cfg(test)]
+mod scenario;
 pub mod summary;
 
 use std::path::PathBuf;

@@ -332,8 +332,14 @@ mod tests {
         assert_eq!(TaskState::from_kernel(true, 1), TaskState::Runnable);
         assert_eq!(TaskState::from_kernel(false, 0), TaskState::Runnable);
         assert_eq!(TaskState::from_kernel(false, 1), TaskState::Sleeping);
-        assert_eq!(TaskState::from_kernel(false, 0x102), TaskState::Uninterruptible);
-        assert_eq!(TaskState::from_kernel(false, 0x402), TaskState::Uninterruptible);
+        assert_eq!(
+            TaskState::from_kernel(false, 0x102),
+            TaskState::Uninterruptible
+        );
+        assert_eq!(
+            TaskState::from_kernel(false, 0x402),
+            TaskState::Uninterruptible
+        );
         assert_eq!(TaskState::from_kernel(false, 0x80), TaskState::Dead);
         assert_eq!(TaskState::from_kernel(false, 0x8), TaskState::Stopped);
         assert_eq!(TaskState::from_kernel(false, 0x40), TaskState::Other(0x40));

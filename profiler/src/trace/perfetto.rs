@@ -2,8 +2,9 @@
 //!
 //! Layout (every timestamp on CLOCK_BOOTTIME, Perfetto's default clock, so no clock snapshot):
 //! - sequence 1, no incremental state: `service_event.tracing_started` at the window start,
-//!   `process_tree` packets (declared processes and threads first, then at the end every task
-//!   that appeared only in events, so that Perfetto can map each tid to its process), per-CPU
+//!   `process_tree` packets (declared processes and threads at the start; at the end, every
+//!   (tid, pid) that appeared only in events, in a packet stamped with its first appearance,
+//!   so that a tid reused by another process maps to the right one from then on), per-CPU
 //!   `ftrace_events` bundles with `sched_switch`, `sched_waking` and `sched_wakeup_new` (the UI
 //!   derives Running / Runnable / S / D per thread and the waker from them), `ftrace_stats`
 //!   START/END pairs whose `dropped_events` per CPU carry the lost scheduler events, and
@@ -79,9 +80,10 @@ pub struct TraceWriter<W: Write> {
     stats: WriteStats,
     pending_tree: proto::ProcessTree,
     main_threads: Vec<(u32, String)>,
-    /// Tasks named in a process tree already, and tasks seen in events (tid -> pid, comm).
-    declared: HashSet<u32>,
-    seen: BTreeMap<u32, (u32, String)>,
+    /// (tid, pid) named in a process tree already.
+    declared: HashSet<(u32, u32)>,
+    /// (tid, pid) seen in events: first timestamp and newest comm.
+    seen: HashMap<(u32, u32), (u64, String)>,
     bundles: BTreeMap<u32, Vec<proto::FtraceEvent>>,
     cpu_samples: SampleSequence,
     switch_stacks: SampleSequence,
@@ -118,12 +120,20 @@ impl<W: Write> TraceWriter<W> {
             pending_tree: proto::ProcessTree::default(),
             main_threads: Vec::new(),
             declared: HashSet::new(),
-            seen: BTreeMap::new(),
+            seen: HashMap::new(),
             bundles: BTreeMap::new(),
             cpu_samples: SampleSequence::new(SEQ_CPU_SAMPLES, cpu_timebase),
             switch_stacks: SampleSequence::new(SEQ_SWITCH_STACKS, switch_timebase),
         };
-        w.service_event(start_ns, proto::tracing_service_event::EventType::TracingStarted(true))?;
+        w.service_event(
+            start_ns,
+            proto::tracing_service_event::EventType::TracingStarted(true),
+        )?;
+        // The CPU sequence opens at once: its defaults carry the sampling period even when no
+        // sample (only a loss) follows.
+        w.cpu_samples.started = true;
+        let first = w.cpu_samples.first_packet(start_ns);
+        w.write_packet(first)?;
         Ok(w)
     }
 
@@ -135,12 +145,14 @@ impl<W: Write> TraceWriter<W> {
         } else {
             (p.cmdline.clone(), None)
         };
-        self.pending_tree.processes.push(proto::process_tree::Process {
-            pid: Some(p.pid as i32),
-            ppid: Some(p.ppid as i32),
-            cmdline,
-            cmdline_is_comm: is_comm,
-        });
+        self.pending_tree
+            .processes
+            .push(proto::process_tree::Process {
+                pid: Some(p.pid as i32),
+                ppid: Some(p.ppid as i32),
+                cmdline,
+                cmdline_is_comm: is_comm,
+            });
         // The main thread carries the process's comm, which the cmdline does not; added at
         // the flush unless declared by then.
         self.main_threads.push((p.pid, p.name.clone()));
@@ -148,7 +160,7 @@ impl<W: Write> TraceWriter<W> {
 
     /// Declares a thread (written with the next packet). The first declaration of a tid wins.
     pub fn thread(&mut self, t: &ThreadInfo) {
-        if self.declared.insert(t.tid) {
+        if self.declared.insert((t.tid, t.pid)) {
             self.pending_tree.threads.push(proto::process_tree::Thread {
                 tid: Some(t.tid as i32),
                 tgid: Some(t.pid as i32),
@@ -161,8 +173,8 @@ impl<W: Write> TraceWriter<W> {
         self.stats.sched_events += 1;
         let (cpu, event) = match e {
             SchedEvent::Switch(s) => {
-                self.saw(s.prev.tid, s.prev.pid, &s.prev.comm);
-                self.saw(s.next.tid, s.next.pid, &s.next.comm);
+                self.saw(s.ts, s.prev.tid, s.prev.pid, &s.prev.comm);
+                self.saw(s.ts, s.next.tid, s.next.pid, &s.next.comm);
                 if let Some(stack) = s.prev_stack {
                     let sample = CpuSample {
                         ts: s.ts,
@@ -191,9 +203,9 @@ impl<W: Write> TraceWriter<W> {
                 (s.cpu, ev)
             }
             SchedEvent::Waking(w) => {
-                self.saw(w.wakee.tid, w.wakee.pid, &w.wakee.comm);
+                self.saw(w.ts, w.wakee.tid, w.wakee.pid, &w.wakee.comm);
                 // The waker's comm is not in the event; its pid still has to reach the reader.
-                self.saw(w.waker_tid, w.waker_pid, "");
+                self.saw(w.ts, w.waker_tid, w.waker_pid, "");
                 let comm = Some(w.wakee.comm.clone());
                 let pid = Some(w.wakee.tid as i32);
                 let prio = Some(w.wakee.prio);
@@ -242,22 +254,34 @@ impl<W: Write> TraceWriter<W> {
             self.flush_bundle(cpu)?;
         }
         // Every task that appeared in an event, so the reader (and Perfetto) can map tids to
-        // processes; names only where none was declared.
-        let undeclared: Vec<(u32, u32, String)> = self
-            .seen
-            .iter()
-            .filter(|(tid, _)| **tid != 0 && !self.declared.contains(*tid))
-            .map(|(tid, (pid, comm))| (*tid, *pid, comm.clone()))
-            .collect();
-        for (tid, pid, comm) in undeclared {
-            self.declared.insert(tid);
-            self.pending_tree.threads.push(proto::process_tree::Thread {
-                tid: Some(tid as i32),
-                tgid: Some(pid as i32),
-                name: (!comm.is_empty()).then_some(comm),
-            });
+        // processes; names only where none was declared. Stamped with the first appearance:
+        // a tid that comes back under another pid maps to that pid from then on.
+        let mut undeclared: BTreeMap<u64, Vec<proto::process_tree::Thread>> = BTreeMap::new();
+        for ((tid, pid), (first_ts, comm)) in std::mem::take(&mut self.seen) {
+            if tid == 0 || self.declared.contains(&(tid, pid)) {
+                continue;
+            }
+            undeclared
+                .entry(first_ts)
+                .or_default()
+                .push(proto::process_tree::Thread {
+                    tid: Some(tid as i32),
+                    tgid: Some(pid as i32),
+                    name: (!comm.is_empty()).then_some(comm),
+                });
         }
         self.flush_tree()?;
+        for (ts, mut threads) in undeclared {
+            threads.sort_by_key(|t| t.tid);
+            self.write_packet(proto::TracePacket {
+                timestamp: Some(ts.max(self.start_ns)),
+                data: Some(trace_packet::Data::ProcessTree(proto::ProcessTree {
+                    threads,
+                    ..Default::default()
+                })),
+                ..sequence(SEQ_SCHED)
+            })?;
+        }
         if !losses.sched_events_by_cpu.is_empty() {
             // Perfetto reports END - START of `dropped_events` per CPU as a data-loss error.
             let stats = |phase: proto::ftrace_stats::Phase, counted: bool| proto::FtraceStats {
@@ -298,13 +322,19 @@ impl<W: Write> TraceWriter<W> {
             }));
             self.write_packet(packet)?;
         }
-        self.service_event(end_ns, proto::tracing_service_event::EventType::TracingDisabled(true))?;
+        self.service_event(
+            end_ns,
+            proto::tracing_service_event::EventType::TracingDisabled(true),
+        )?;
         self.out.flush().map_err(TraceError::Write)?;
         Ok((self.out, self.stats))
     }
 
-    fn saw(&mut self, tid: u32, pid: u32, comm: &str) {
-        let entry = self.seen.entry(tid).or_insert_with(|| (pid, String::new()));
+    fn saw(&mut self, ts: u64, tid: u32, pid: u32, comm: &str) {
+        let entry = self
+            .seen
+            .entry((tid, pid))
+            .or_insert_with(|| (ts, String::new()));
         if !comm.is_empty() {
             // The newest comm wins, as Perfetto's own naming from sched_switch does.
             entry.1.clear();
@@ -398,9 +428,11 @@ impl<W: Write> TraceWriter<W> {
     ) -> Result<(), TraceError> {
         self.write_packet(proto::TracePacket {
             timestamp: Some(ts),
-            data: Some(trace_packet::Data::ServiceEvent(proto::TracingServiceEvent {
-                event_type: Some(event),
-            })),
+            data: Some(trace_packet::Data::ServiceEvent(
+                proto::TracingServiceEvent {
+                    event_type: Some(event),
+                },
+            )),
             ..sequence(SEQ_SCHED)
         })
     }
@@ -462,9 +494,7 @@ impl SampleSequence {
     fn first_packet(&self, ts: u64) -> proto::TracePacket {
         proto::TracePacket {
             timestamp: Some(ts),
-            sequence_flags: Some(
-                trace_packet::SequenceFlags::SeqIncrementalStateCleared as u32,
-            ),
+            sequence_flags: Some(trace_packet::SequenceFlags::SeqIncrementalStateCleared as u32),
             trace_packet_defaults: Some(proto::TracePacketDefaults {
                 timestamp_clock_id: None,
                 perf_sample_defaults: Some(proto::PerfSampleDefaults {

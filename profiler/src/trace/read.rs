@@ -71,7 +71,9 @@ pub fn read_trace(bytes: &[u8]) -> Result<(Timeline, ReadStats), TraceError> {
 fn next_packet(buf: &mut &[u8]) -> Result<proto::TracePacket, String> {
     let (tag, wire_type) = decode_key(buf).map_err(|e| e.to_string())?;
     if tag != 1 || wire_type != WireType::LengthDelimited {
-        return Err(format!("field {tag} ({wire_type:?}) where packets (field 1) were expected"));
+        return Err(format!(
+            "field {tag} ({wire_type:?}) where packets (field 1) were expected"
+        ));
     }
     let len = decode_varint(buf).map_err(|e| e.to_string())? as usize;
     if len > buf.len() {
@@ -120,8 +122,9 @@ struct Reader {
     timeline: Timeline,
     sequences: HashMap<u32, Sequence>,
     events: Vec<RawEvent>,
-    /// tid -> pid, from process trees (the first mapping wins).
-    thread_pids: HashMap<u32, u32>,
+    /// tid -> (from ts, pid), from process trees: a tid maps to the pid of the newest entry
+    /// not after the event (or to its first entry).
+    thread_pids: HashMap<u32, Vec<(u64, u32)>>,
     thread_names: Vec<ThreadInfo>,
     processes: Vec<proto::process_tree::Process>,
     /// Stacks at switch-out by (ts, cpu, tid), in file order.
@@ -180,7 +183,10 @@ impl Reader {
                     let (Some(tid), Some(pid)) = (t.tid, t.tgid) else {
                         continue;
                     };
-                    self.thread_pids.entry(tid as u32).or_insert(pid as u32);
+                    self.thread_pids
+                        .entry(tid as u32)
+                        .or_default()
+                        .push((ts, pid as u32));
                     if let Some(name) = t.name {
                         self.thread_names.push(ThreadInfo {
                             tid: tid as u32,
@@ -231,9 +237,12 @@ impl Reader {
                 String::from_utf8_lossy(&s.str.unwrap_or_default()).into_owned(),
             )
         };
-        seq.strings.extend(data.function_names.into_iter().map(string));
-        seq.source_paths.extend(data.source_paths.into_iter().map(string));
-        seq.mapping_paths.extend(data.mapping_paths.into_iter().map(string));
+        seq.strings
+            .extend(data.function_names.into_iter().map(string));
+        seq.source_paths
+            .extend(data.source_paths.into_iter().map(string));
+        seq.mapping_paths
+            .extend(data.mapping_paths.into_iter().map(string));
         for m in data.mappings {
             let mut path = String::new();
             for id in &m.path_string_ids {
@@ -259,12 +268,19 @@ impl Reader {
             let function = lookup(&seq.strings, f.function_name_id);
             let file = lookup(&seq.source_paths, f.source_path_iid);
             let module = lookup(&seq.mappings, f.mapping_id);
-            let kernel = f.kind_field == Some(proto::frame::KindField::Kind(proto::frame::Kind::Kernel as i32));
+            let kernel = f.kind_field
+                == Some(proto::frame::KindField::Kind(
+                    proto::frame::Kind::Kernel as i32,
+                ));
             let frame = Frame {
                 function,
                 file,
                 line: f.line_number.unwrap_or(0),
-                rel_pc: if module.is_empty() { 0 } else { f.rel_pc.unwrap_or(0) },
+                rel_pc: if module.is_empty() {
+                    0
+                } else {
+                    f.rel_pc.unwrap_or(0)
+                },
                 module,
                 kernel,
             };
@@ -324,7 +340,17 @@ impl Reader {
     fn finish(mut self) -> (Timeline, ReadStats) {
         // Events of one CPU keep their file order; CPUs interleave by time.
         self.events.sort_by_key(|e| (e.ts, e.cpu));
-        let pid_of = |tid: u32| self.thread_pids.get(&tid).copied().unwrap_or(0);
+        for entries in self.thread_pids.values_mut() {
+            entries.sort_by_key(|(ts, _)| *ts);
+        }
+        let thread_pids = &self.thread_pids;
+        let pid_at = |tid: u32, ts: u64| {
+            let entries = thread_pids.get(&tid).map_or(&[][..], |v| v.as_slice());
+            let newest = entries.partition_point(|(from, _)| *from <= ts);
+            entries
+                .get(newest.saturating_sub(1))
+                .map_or(0, |(_, pid)| *pid)
+        };
         let mut events = Vec::with_capacity(self.events.len());
         for raw in std::mem::take(&mut self.events) {
             let waker_tid = raw.event.pid.unwrap_or(0);
@@ -340,14 +366,14 @@ impl Reader {
                         cpu: raw.cpu,
                         prev: Task {
                             tid: prev_tid,
-                            pid: pid_of(prev_tid),
+                            pid: pid_at(prev_tid, raw.ts),
                             comm: s.prev_comm.unwrap_or_default(),
                             prio: s.prev_prio.unwrap_or(0),
                         },
                         prev_state: TaskState::from_ftrace(s.prev_state.unwrap_or(0)),
                         next: Task {
                             tid: s.next_pid.unwrap_or(0) as u32,
-                            pid: pid_of(s.next_pid.unwrap_or(0) as u32),
+                            pid: pid_at(s.next_pid.unwrap_or(0) as u32, raw.ts),
                             comm: s.next_comm.unwrap_or_default(),
                             prio: s.next_prio.unwrap_or(0),
                         },
@@ -358,7 +384,7 @@ impl Reader {
                 Some(ftrace_event::Event::SchedWaking(w)) => (
                     Task {
                         tid: w.pid.unwrap_or(0) as u32,
-                        pid: pid_of(w.pid.unwrap_or(0) as u32),
+                        pid: pid_at(w.pid.unwrap_or(0) as u32, raw.ts),
                         comm: w.comm.unwrap_or_default(),
                         prio: w.prio.unwrap_or(0),
                     },
@@ -368,7 +394,7 @@ impl Reader {
                 Some(ftrace_event::Event::SchedWakeupNew(w)) => (
                     Task {
                         tid: w.pid.unwrap_or(0) as u32,
-                        pid: pid_of(w.pid.unwrap_or(0) as u32),
+                        pid: pid_at(w.pid.unwrap_or(0) as u32, raw.ts),
                         comm: w.comm.unwrap_or_default(),
                         prio: w.prio.unwrap_or(0),
                     },
@@ -384,13 +410,17 @@ impl Reader {
                 ts: raw.ts,
                 cpu: raw.cpu,
                 waker_tid,
-                waker_pid: pid_of(waker_tid),
+                waker_pid: pid_at(waker_tid, raw.ts),
                 wakee,
                 target_cpu,
                 new_task,
             }));
         }
-        self.stats.unresolved += self.switch_stacks.values().map(|q| q.len() as u64).sum::<u64>();
+        self.stats.unresolved += self
+            .switch_stacks
+            .values()
+            .map(|q| q.len() as u64)
+            .sum::<u64>();
 
         let mut t = self.timeline;
         t.events = events;
@@ -411,7 +441,10 @@ impl Reader {
             } else {
                 (p.cmdline, None)
             };
-            let name = main_thread.map(|t| t.name.clone()).or(comm).unwrap_or_default();
+            let name = main_thread
+                .map(|t| t.name.clone())
+                .or(comm)
+                .unwrap_or_default();
             t.processes.push(ProcessInfo {
                 pid,
                 ppid: p.ppid.unwrap_or(0) as u32,
@@ -437,9 +470,136 @@ fn sample_kind(timebase: &proto::perf_events::Timebase) -> Option<SampleKind> {
             Some(SampleKind::Cpu)
         }
         // Perfetto's default timebase when none is named.
-        None if timebase.name.as_deref().is_none_or(|n| n == CPU_TIMEBASE_NAME) => {
+        None if timebase
+            .name
+            .as_deref()
+            .is_none_or(|n| n == CPU_TIMEBASE_NAME) =>
+        {
             Some(SampleKind::Cpu)
         }
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trace::model::StackTable;
+    use crate::trace::perfetto::write_timeline;
+    use crate::trace::scenario::{MS, PID, Scenario, workload};
+    use crate::trace::summary::{SummaryOptions, summarize};
+
+    const START: u64 = 5_000 * MS;
+
+    fn frames(stacks: &StackTable, id: Option<StackId>) -> Option<Vec<Frame>> {
+        id.map(|id| stacks.get(id).to_vec())
+    }
+
+    type Spelled = (Vec<(SchedEvent, Option<Vec<Frame>>)>, Vec<String>);
+
+    /// Events and samples with stacks spelled out: ids differ between two tables.
+    fn comparable(t: &Timeline) -> Spelled {
+        let events = t
+            .events
+            .iter()
+            .map(|e| match e {
+                SchedEvent::Switch(s) => {
+                    let stack = frames(&t.stacks, s.prev_stack);
+                    let mut s = s.clone();
+                    s.prev_stack = None;
+                    (SchedEvent::Switch(s), stack)
+                }
+                other => (other.clone(), None),
+            })
+            .collect();
+        let mut samples: Vec<String> = t
+            .samples
+            .iter()
+            .map(|s| {
+                format!(
+                    "{} {} {} {} {:?}",
+                    s.ts,
+                    s.cpu,
+                    s.pid,
+                    s.tid,
+                    t.stacks.get(s.stack)
+                )
+            })
+            .collect();
+        samples.sort();
+        (events, samples)
+    }
+
+    fn round_trip(t: &Timeline) -> (Timeline, ReadStats) {
+        let mut bytes = Vec::new();
+        let written = write_timeline(t, &mut bytes).expect("write");
+        assert_eq!(written.bytes as usize, bytes.len());
+        read_trace(&bytes).expect("read")
+    }
+
+    #[test]
+    fn a_written_trace_reads_back_to_the_same_timeline_and_summary() {
+        let (t, _) = workload(START, 6);
+        let (back, stats) = round_trip(&t);
+        assert_eq!(stats.unresolved, 0);
+        assert_eq!(stats.ignored_packets, 0);
+        assert_eq!(stats.truncated_bytes, 0);
+        assert_eq!((back.start_ns, back.end_ns), (t.start_ns, t.end_ns));
+        assert_eq!(back.sample_period_ns, t.sample_period_ns);
+        assert_eq!(back.processes, t.processes);
+        assert_eq!(back.losses, t.losses);
+        for th in &t.threads {
+            assert!(back.threads.contains(th), "{th:?}");
+        }
+        assert_eq!(comparable(&back), comparable(&t));
+        let opts = SummaryOptions::default();
+        assert_eq!(summarize(&back, &opts), summarize(&t, &opts));
+    }
+
+    #[test]
+    fn losses_reused_tids_and_odd_states_survive_the_file() {
+        let mut s = Scenario::new(START);
+        s.undeclared(401, PID, "first");
+        s.switch(START, 0, 0, TaskState::Runnable, None, 401);
+        s.switch(START + MS, 0, 401, TaskState::Dead, None, 0);
+        s.other_task(401, 999, "stranger");
+        s.switch(START + 3 * MS, 1, 0, TaskState::Runnable, None, 401);
+        s.switch(START + 4 * MS, 1, 401, TaskState::Other(0x40), None, 0);
+        s.undeclared(402, PID, "io");
+        let empty = s.t.stacks.intern(Vec::new());
+        s.switch(
+            START + 5 * MS,
+            2,
+            402,
+            TaskState::Uninterruptible,
+            Some(empty),
+            0,
+        );
+        s.switch(START + 6 * MS, 2, 0, TaskState::Stopped, None, 402);
+        let mut t = s.finish(START + 10 * MS);
+        t.processes[0].cmdline.clear();
+        t.losses.sched_events_by_cpu.insert(1, 17);
+        t.losses.sched_events_by_cpu.insert(3, 0);
+        t.losses.samples = 4;
+        let (back, stats) = round_trip(&t);
+        assert_eq!(stats.unresolved, 0);
+        assert_eq!(back.losses, t.losses);
+        assert_eq!(back.processes, t.processes, "comm-only process");
+        assert_eq!(comparable(&back), comparable(&t));
+        let opts = SummaryOptions::default();
+        assert_eq!(summarize(&back, &opts), summarize(&t, &opts));
+    }
+
+    #[test]
+    fn a_cut_trace_keeps_its_whole_packets_and_garbage_is_refused() {
+        let (t, _) = workload(START, 2);
+        let mut bytes = Vec::new();
+        write_timeline(&t, &mut bytes).unwrap();
+        let cut = &bytes[..bytes.len() - 7];
+        let (back, stats) = read_trace(cut).expect("a cut trace still reads");
+        assert!(stats.truncated_bytes > 0);
+        assert!(!back.events.is_empty());
+        let err = read_trace(b"this is not a trace").unwrap_err();
+        assert!(err.to_string().contains("not a Perfetto trace"), "{err}");
     }
 }

@@ -187,9 +187,18 @@ fn canonical_order(events: &[SchedEvent]) -> Vec<&SchedEvent> {
 enum State {
     /// No event seen yet.
     Unknown,
-    Running { since: u64 },
-    Runnable { since: u64 },
-    Blocked { since: u64, state: TaskState, stack: Option<StackId>, waker: Option<(u32, u32)> },
+    Running {
+        since: u64,
+    },
+    Runnable {
+        since: u64,
+    },
+    Blocked {
+        since: u64,
+        state: TaskState,
+        stack: Option<StackId>,
+        waker: Option<(u32, u32)>,
+    },
     Exited,
 }
 
@@ -242,8 +251,8 @@ struct Machine {
     latency: LatencyHistogram,
     sites: HashMap<Option<StackId>, SiteAcc>,
     blocks: Vec<BlockRec>,
-    /// The newest comm each tid had in an event, for naming.
-    comms: HashMap<u32, String>,
+    /// The newest comm each (tid, pid) had in an event, for naming.
+    comms: HashMap<(u32, u32), String>,
     health: Health,
     sched_events: u64,
 }
@@ -275,10 +284,7 @@ impl Machine {
     /// The record for `task`, if it is one we summarize.
     fn slot(&mut self, task: &Task, ts: u64) -> Option<usize> {
         if !task.comm.is_empty() {
-            self.comms.insert(task.tid, task.comm.clone());
-        }
-        if task.tid == 0 || (!self.targets.is_empty() && !self.targets.contains(&task.pid)) {
-            return None;
+            self.comms.insert((task.tid, task.pid), task.comm.clone());
         }
         if let Some(&i) = self.current.get(&task.tid) {
             if self.threads[i].pid == task.pid {
@@ -288,6 +294,10 @@ impl Machine {
             self.health.tid_reused += 1;
             self.close(i, ts, None);
             self.threads[i].state = State::Exited;
+            self.current.remove(&task.tid);
+        }
+        if task.tid == 0 || (!self.targets.is_empty() && !self.targets.contains(&task.pid)) {
+            return None;
         }
         let i = self.threads.len();
         self.threads.push(ThreadAcc {
@@ -592,18 +602,22 @@ fn end_state(s: State) -> String {
 struct Names<'a> {
     declared: HashMap<(u32, u32), &'a str>,
     processes: HashMap<u32, &'a str>,
-    comms: &'a HashMap<u32, String>,
+    comms: &'a HashMap<(u32, u32), String>,
 }
 
 impl<'a> Names<'a> {
-    fn new(t: &'a Timeline, comms: &'a HashMap<u32, String>) -> Self {
+    fn new(t: &'a Timeline, comms: &'a HashMap<(u32, u32), String>) -> Self {
         let mut declared = HashMap::new();
         for th in &t.threads {
             declared.entry((th.tid, th.pid)).or_insert(th.name.as_str());
         }
         Names {
             declared,
-            processes: t.processes.iter().map(|p| (p.pid, p.name.as_str())).collect(),
+            processes: t
+                .processes
+                .iter()
+                .map(|p| (p.pid, p.name.as_str()))
+                .collect(),
             comms,
         }
     }
@@ -615,9 +629,13 @@ impl<'a> Names<'a> {
         self.declared
             .get(&(tid, pid))
             .copied()
-            .or_else(|| (tid == pid).then(|| self.processes.get(&pid).copied()).flatten())
+            .or_else(|| {
+                (tid == pid)
+                    .then(|| self.processes.get(&pid).copied())
+                    .flatten()
+            })
             .map(str::to_string)
-            .or_else(|| self.comms.get(&tid).cloned())
+            .or_else(|| self.comms.get(&(tid, pid)).cloned())
             .unwrap_or_else(|| format!("tid {tid}"))
     }
 }
@@ -798,7 +816,10 @@ impl fmt::Display for Summary {
         )?;
         fmt_histogram(f, &l.buckets)?;
 
-        writeln!(f, "\nTop blocking sites (stack at switch-out, by total blocked time)")?;
+        writeln!(
+            f,
+            "\nTop blocking sites (stack at switch-out, by total blocked time)"
+        )?;
         let mut table = Table::new(&[
             ("blocked", Align::Right),
             ("count", Align::Right),
@@ -828,7 +849,11 @@ impl fmt::Display for Summary {
         ]);
         for b in &self.longest_blocks {
             table.row(vec![
-                format!("{}{}", duration(b.duration_ns), if b.ended { "" } else { "+" }),
+                format!(
+                    "{}{}",
+                    duration(b.duration_ns),
+                    if b.ended { "" } else { "+" }
+                ),
                 format!("+{}", duration(b.offset_ns)),
                 format!("{} {}", b.tid, b.thread),
                 b.state.letter().to_string(),
@@ -898,9 +923,16 @@ fn fmt_histogram(f: &mut fmt::Formatter<'_>, buckets: &[Bucket]) -> fmt::Result 
 
 fn state_mix(s: &BlockingSite) -> String {
     let mut parts = Vec::new();
-    for (letter, ns) in [("S", s.sleeping_ns), ("D", s.uninterruptible_ns), ("other", s.other_ns)] {
+    for (letter, ns) in [
+        ("S", s.sleeping_ns),
+        ("D", s.uninterruptible_ns),
+        ("other", s.other_ns),
+    ] {
         if ns > 0 {
-            parts.push(format!("{letter} {:.0}%", 100.0 * ns as f64 / s.total_ns.max(1) as f64));
+            parts.push(format!(
+                "{letter} {:.0}%",
+                100.0 * ns as f64 / s.total_ns.max(1) as f64
+            ));
         }
     }
     parts.join(" ")
@@ -988,7 +1020,11 @@ impl Table {
         if self.rows.is_empty() {
             return writeln!(f, "  (none)");
         }
-        let mut widths: Vec<usize> = self.headers.iter().map(|(h, _)| h.chars().count()).collect();
+        let mut widths: Vec<usize> = self
+            .headers
+            .iter()
+            .map(|(h, _)| h.chars().count())
+            .collect();
         for row in &self.rows {
             for (w, cell) in widths.iter_mut().zip(row) {
                 *w = (*w).max(cell.chars().count());
@@ -1014,5 +1050,284 @@ impl Table {
             writeln!(f, "{}", line.trim_end())?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trace::scenario::{
+        KWORKER, MS, PID, READER, SLEEPER, SPINNER, Scenario, US, WRITER, workload,
+    };
+
+    const START: u64 = 1_000 * MS;
+
+    fn thread(s: &Summary, tid: u32) -> &ThreadSummary {
+        s.threads
+            .iter()
+            .find(|t| t.tid == tid)
+            .expect("thread in summary")
+    }
+
+    fn top_function(frames: &[Frame]) -> &str {
+        frames
+            .iter()
+            .find(|f| !f.kernel)
+            .map_or("", |f| f.function.as_str())
+    }
+
+    #[test]
+    fn workload_blocked_times_are_exact() {
+        let rounds = 10;
+        let (t, answers) = workload(START, rounds);
+        let s = summarize(&t, &SummaryOptions::default());
+        assert_eq!(s.duration_ns, rounds * 50 * MS);
+        // Only the target's threads: the kworker and the idle task are not summarized.
+        let tids: HashSet<u32> = s.threads.iter().map(|t| t.tid).collect();
+        assert_eq!(tids, HashSet::from([SLEEPER, SPINNER, READER, WRITER]));
+
+        let sleeper = thread(&s, SLEEPER);
+        assert_eq!(sleeper.sleeping_ns, answers.sleeper_sleeping_ns);
+        assert_eq!(sleeper.running_ns, rounds * 2 * MS);
+        assert_eq!(sleeper.runnable_ns, rounds * 100 * US);
+        assert_eq!(sleeper.uninterruptible_ns, 0);
+        assert_eq!(sleeper.wakeups, rounds * 3);
+        assert_eq!(sleeper.end_state, "running");
+
+        let spinner = thread(&s, SPINNER);
+        assert_eq!(spinner.runnable_ns, answers.spinner_runnable_ns);
+        assert_eq!(
+            spinner.running_ns,
+            s.duration_ns - answers.spinner_runnable_ns
+        );
+        assert_eq!(spinner.preemptions, rounds);
+        assert_eq!(spinner.sleeping_ns, 0);
+        assert_eq!(spinner.cpu_samples, rounds * 5);
+        assert_eq!(spinner.latency_max_ns, Some(20 * US));
+        assert_eq!(s.threads[0].tid, SPINNER, "most running first");
+
+        let reader = thread(&s, READER);
+        assert_eq!(reader.sleeping_ns, answers.reader_sleeping_ns);
+        assert_eq!(reader.runnable_ns, rounds * 5 * US);
+        // Plus the 10 µs it ran from the window start before blocking the first time.
+        assert_eq!(reader.running_ns, rounds * 100 * US + 10 * US);
+        assert_eq!(reader.end_state, "S");
+
+        assert_eq!(s.latency.count, answers.latencies);
+        assert_eq!(s.health.running_from_start, 2, "the spinner and the reader");
+        assert_eq!(s.health.switch_in_without_wakeup, 0);
+        assert_eq!(s.health.inconsistent_switches, 0);
+        assert_eq!(s.health.blocks_without_stack, 0);
+    }
+
+    #[test]
+    fn blocking_sites_and_longest_blocks_name_stacks_and_wakers() {
+        let rounds = 4;
+        let (t, answers) = workload(START, rounds);
+        let s = summarize(&t, &SummaryOptions::default());
+        let sites: Vec<(&str, u64, u64)> = s
+            .blocking_sites
+            .iter()
+            .map(|b| (top_function(&b.frames), b.total_ns, b.count))
+            .collect();
+        // The reader's pipe site holds ~everything but its 105 µs per round of waking.
+        assert_eq!(sites[0], ("read", answers.reader_sleeping_ns, rounds + 1));
+        assert!(sites.contains(&("std::thread::sleep", rounds * 30 * MS, rounds)));
+        let long = s
+            .blocking_sites
+            .iter()
+            .find(|b| b.total_ns == rounds * 30 * MS)
+            .unwrap();
+        assert_eq!(long.frames[2].function, "app::sleeper");
+        assert_eq!(long.max_ns, 30 * MS);
+        assert_eq!(long.sleeping_ns, long.total_ns);
+
+        // Longest: the reader's pipe waits (~20 ms... 50 ms), woken by the writer.
+        let b = &s.longest_blocks[0];
+        assert_eq!((b.tid, b.thread.as_str()), (READER, "reader"));
+        assert_eq!(b.duration_ns, 50 * MS - 105 * US);
+        assert_eq!(b.state, TaskState::Sleeping);
+        let waker = b.waker.as_ref().expect("pipe wake-up has a waker");
+        assert_eq!(
+            (waker.tid, waker.pid, waker.name.as_str()),
+            (WRITER, PID, "writer")
+        );
+        assert_eq!(top_function(&b.frames), "read");
+        // The sleeper's 30 ms sleeps are next, woken by the idle task (a timer).
+        let sleep = s
+            .longest_blocks
+            .iter()
+            .find(|b| b.tid == SLEEPER)
+            .expect("sleeper block");
+        assert_eq!(sleep.duration_ns, 30 * MS);
+        assert_eq!(sleep.waker.as_ref().unwrap().tid, 0);
+        assert!(s.longest_blocks.len() <= SummaryOptions::default().longest_blocks);
+    }
+
+    #[test]
+    fn latency_histogram_quantiles() {
+        let (t, _) = workload(START, 10);
+        let s = summarize(&t, &SummaryOptions::default());
+        // Per round: sleeper 50 µs, 50 µs, 0; spinner 20 µs; writer 0; reader 5 µs.
+        let l = &s.latency;
+        assert_eq!(l.count, 60);
+        assert_eq!(l.max_ns, Some(50 * US));
+        assert_eq!(l.total_ns, 10 * (100 + 20 + 5) * US);
+        // 20 zeros, 10 x 5 µs, 10 x 20 µs, 20 x 50 µs: the median is 5 µs (rank 30).
+        let p50 = l.p50_ns.unwrap();
+        assert!((5 * US..=5 * US + 5 * US / 8).contains(&p50), "{p50}");
+        assert_eq!(l.p99_ns, Some(50 * US));
+        let counted: u64 = l.buckets.iter().map(|b| b.count).sum();
+        assert_eq!(counted, 60);
+        assert_eq!(
+            l.buckets[0],
+            Bucket {
+                lower_ns: 0,
+                upper_ns: 1,
+                count: 20
+            }
+        );
+    }
+
+    #[test]
+    fn histogram_buckets_cover_values_within_an_eighth() {
+        for v in (0..5000).chain([65_535, 65_536, 1 << 40, u64::MAX / 3]) {
+            let (lo, hi) = bucket_bounds(bucket_index(v));
+            assert!(lo <= v && v < hi, "{v} in [{lo}, {hi})");
+            assert!(hi - lo <= (lo / 8).max(1), "{v}: [{lo}, {hi}) too wide");
+        }
+        let mut h = LatencyHistogram::default();
+        assert_eq!(h.quantile(0.5), None);
+        h.record(1000);
+        assert_eq!((h.quantile(0.5), h.max()), (Some(1000), Some(1000)));
+    }
+
+    #[test]
+    fn events_before_the_first_switch_in_and_a_thread_blocked_at_the_end() {
+        let mut s = Scenario::new(START);
+        s.thread(201, "late");
+        s.thread(202, "blocked");
+        let io = s.stack(&["pread64", "app::load"]);
+        // 201 is woken before it ever ran: it was blocked since before the window, which is
+        // not charged; the wait to run is.
+        s.wake(START + MS, 0, 0, 201, 1);
+        s.switch(START + MS + 7 * US, 1, 0, TaskState::Runnable, None, 201);
+        // 202 was on CPU 2 at the start, blocks in D at 10 ms and never wakes.
+        s.switch(
+            START + 10 * MS,
+            2,
+            202,
+            TaskState::Uninterruptible,
+            Some(io),
+            0,
+        );
+        let t = s.finish(START + 100 * MS);
+        let sum = summarize(&t, &SummaryOptions::default());
+        let late = thread(&sum, 201);
+        assert_eq!(late.runnable_ns, 7 * US);
+        assert_eq!(late.running_ns, 100 * MS - MS - 7 * US);
+        assert_eq!(late.sleeping_ns, 0);
+        let blocked = thread(&sum, 202);
+        assert_eq!(blocked.running_ns, 10 * MS);
+        assert_eq!(blocked.uninterruptible_ns, 90 * MS);
+        assert_eq!(blocked.end_state, "D");
+        let b = &sum.longest_blocks[0];
+        assert_eq!((b.tid, b.duration_ns, b.ended), (202, 90 * MS, false));
+        assert_eq!(b.waker, None);
+        assert_eq!(sum.blocking_sites[0].uninterruptible_ns, 90 * MS);
+        assert_eq!(sum.health.running_from_start, 1);
+        assert!(sum.to_string().contains("(still blocked at end)"));
+    }
+
+    #[test]
+    fn lost_wakeups_and_inconsistent_switches_are_counted_not_fatal() {
+        let mut s = Scenario::new(START);
+        s.thread(301, "t");
+        let st = s.stack(&["futex_wait"]);
+        s.switch(START, 0, 0, TaskState::Runnable, None, 301);
+        s.switch(START + MS, 0, 301, TaskState::Sleeping, Some(st), 0);
+        // The waking was lost: it runs again at 5 ms.
+        s.switch(START + 5 * MS, 0, 0, TaskState::Runnable, None, 301);
+        // Its switch-out was lost: it appears on another CPU at 6 ms.
+        s.switch(START + 6 * MS, 1, 0, TaskState::Runnable, None, 301);
+        s.switch(START + 7 * MS, 1, 301, TaskState::Sleeping, None, 0);
+        let mut t = s.finish(START + 10 * MS);
+        t.losses.sched_events_by_cpu.insert(0, 2);
+        t.losses.samples = 3;
+        let sum = summarize(&t, &SummaryOptions::default());
+        let th = thread(&sum, 301);
+        assert_eq!(th.running_ns, MS + 2 * MS);
+        assert_eq!(th.sleeping_ns, 4 * MS + 3 * MS);
+        assert_eq!(th.runnable_ns, 0);
+        assert_eq!(sum.latency.count, 0, "no wake-up, no latency");
+        let h = &sum.health;
+        assert_eq!(h.switch_in_without_wakeup, 1);
+        assert_eq!(h.inconsistent_switches, 1);
+        assert_eq!(h.blocks_without_stack, 1);
+        assert_eq!((h.lost_sched_events, h.lost_samples), (2, 3));
+        assert!(
+            sum.to_string()
+                .contains("Lost: 2 scheduler events, 3 samples")
+        );
+    }
+
+    #[test]
+    fn exited_and_reused_tids_are_separate_threads_and_strangers_are_ignored() {
+        let mut s = Scenario::new(START);
+        s.undeclared(401, PID, "first");
+        s.switch(START, 0, 0, TaskState::Runnable, None, 401);
+        s.switch(START + MS, 0, 401, TaskState::Dead, None, 0);
+        // The tid comes back as a new thread of the same process.
+        s.undeclared(401, PID, "second");
+        s.wake(START + 2 * MS, 0, 0, 401, 0);
+        s.switch(START + 2 * MS, 0, 0, TaskState::Runnable, None, 401);
+        // And again, under another process, without the exit seen: a reuse, which ends the
+        // second life; the other process is not a target, so it is not summarized.
+        s.other_task(401, 999, "stranger");
+        s.switch(START + 3 * MS, 1, 0, TaskState::Runnable, None, 401);
+        s.switch(START + 4 * MS, 1, 401, TaskState::Sleeping, None, 0);
+        // A waker nobody declared is named by tid.
+        s.undeclared(402, PID, "");
+        s.switch(START + 5 * MS, 2, 402, TaskState::Sleeping, None, 0);
+        s.wake(START + 6 * MS, 3, 555, 402, 2);
+        let t = s.finish(START + 10 * MS);
+        let sum = summarize(&t, &SummaryOptions::default());
+        let lives: Vec<(&str, u64, &str)> = sum
+            .threads
+            .iter()
+            .filter(|t| t.tid == 401)
+            .map(|t| (t.name.as_str(), t.running_ns, t.end_state.as_str()))
+            .collect();
+        // Both lives ran 1 ms; names are per (tid, pid), so both carry the newest comm.
+        assert_eq!(lives, [("second", MS, "exited"), ("second", MS, "exited")]);
+        // The stranger ended the second life but did not become a summarized thread.
+        assert!(sum.threads.iter().all(|t| t.pid == PID));
+        assert_eq!(sum.health.tid_reused, 1);
+        let b = sum.longest_blocks.iter().find(|b| b.tid == 402).unwrap();
+        assert_eq!(b.waker.as_ref().unwrap().name, "tid 555");
+    }
+
+    #[test]
+    fn display_and_json_carry_the_tables() {
+        let (t, _) = workload(START, 3);
+        let s = summarize(&t, &SummaryOptions::default());
+        let text = s.to_string();
+        for want in [
+            "Trace of app (100) over 150.0ms",
+            "Threads (time in each state",
+            "Scheduler latency (runnable -> running): 18 waits",
+            "Top blocking sites",
+            "Longest blocks",
+            "read (read.rs:10) <- app::pipe_reader",
+            "104 writer",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in\n{text}");
+        }
+        // Columns line up: every row of the thread table is as wide as its header or less.
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(json["threads"].as_array().unwrap().len(), 4);
+        assert_eq!(json["longest_blocks"][0]["waker"]["name"], "writer");
+        assert_eq!(json["latency"]["count"], 18);
+        let _ = KWORKER;
     }
 }
