@@ -142,9 +142,8 @@ fn generate_perfetto_protos(manifest_dir: &Path, out_dir: &Path) {
     let protos = manifest_dir.join("protos");
     println!("cargo::rerun-if-changed={}", protos.display());
     let roots = ["protos/perfetto/trace/trace.proto"];
-    let descriptors = protox::compile(roots, [manifest_dir]).unwrap_or_else(|e| {
-        panic!("compiling the Perfetto protos in {}: {e}", protos.display())
-    });
+    let descriptors = protox::compile(roots, [manifest_dir])
+        .unwrap_or_else(|e| panic!("compiling the Perfetto protos in {}: {e}", protos.display()));
     prost_build::Config::new()
         .out_dir(out_dir)
         .compile_fds(descriptors)

@@ -1,10 +1,12 @@
 //! Synthetic timelines with known answers for the unit tests of the summary and the trace
 //! round trip: a builder that names tasks once, and the workload of issue 10 (a thread
 //! sleeping 30 ms then 10 ms in a loop, one spinning, one woken through a pipe by another).
+//! `tests/trace_file.rs` compiles this file too (it names the model as `crate::trace::model`
+//! for that), so the Python check and the unit tests share one set of answers.
 
 use std::collections::HashMap;
 
-use super::model::{
+use crate::trace::model::{
     CpuSample, Frame, ProcessInfo, SchedEvent, StackId, Switch, Task, TaskState, ThreadInfo,
     Timeline, Waking,
 };
