@@ -258,7 +258,9 @@ impl<W: Write> TraceWriter<W> {
         // a tid that comes back under another pid maps to that pid from then on.
         let mut undeclared: BTreeMap<u64, Vec<proto::process_tree::Thread>> = BTreeMap::new();
         for ((tid, pid), (first_ts, comm)) in std::mem::take(&mut self.seen) {
-            if tid == 0 || self.declared.contains(&(tid, pid)) {
+            // The idle task needs no entry; a task whose pid the recorder did not know would
+            // be filed under the idle process.
+            if tid == 0 || pid == 0 || self.declared.contains(&(tid, pid)) {
                 continue;
             }
             undeclared
