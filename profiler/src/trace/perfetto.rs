@@ -298,23 +298,20 @@ impl<W: Write> TraceWriter<W> {
                     })
                     .collect(),
             };
-            let start = self.start_ns;
-            self.write_packet(proto::TracePacket {
-                timestamp: Some(start),
-                data: Some(trace_packet::Data::FtraceStats(stats(
+            for (ts, phase, counted) in [
+                (
+                    self.start_ns,
                     proto::ftrace_stats::Phase::StartOfTrace,
                     false,
-                ))),
-                ..sequence(SEQ_SCHED)
-            })?;
-            self.write_packet(proto::TracePacket {
-                timestamp: Some(end_ns),
-                data: Some(trace_packet::Data::FtraceStats(stats(
-                    proto::ftrace_stats::Phase::EndOfTrace,
-                    true,
-                ))),
-                ..sequence(SEQ_SCHED)
-            })?;
+                ),
+                (end_ns, proto::ftrace_stats::Phase::EndOfTrace, true),
+            ] {
+                self.write_packet(proto::TracePacket {
+                    timestamp: Some(ts),
+                    data: Some(trace_packet::Data::FtraceStats(stats(phase, counted))),
+                    ..sequence(SEQ_SCHED)
+                })?;
+            }
         }
         if losses.samples > 0 {
             let mut packet = self.cpu_samples.packet(end_ns);

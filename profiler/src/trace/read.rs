@@ -354,7 +354,8 @@ impl Reader {
         let mut events = Vec::with_capacity(self.events.len());
         for raw in std::mem::take(&mut self.events) {
             let waker_tid = raw.event.pid.unwrap_or(0);
-            let (wakee, target_cpu, new_task) = match raw.event.event {
+            // The two wake-up events have the same fields under different types.
+            let (tid, comm, prio, target_cpu, new_task) = match raw.event.event {
                 Some(ftrace_event::Event::SchedSwitch(s)) => {
                     let prev_tid = s.prev_pid.unwrap_or(0) as u32;
                     let prev_stack = self
@@ -381,31 +382,25 @@ impl Reader {
                     }));
                     continue;
                 }
-                Some(ftrace_event::Event::SchedWaking(w)) => (
-                    Task {
-                        tid: w.pid.unwrap_or(0) as u32,
-                        pid: pid_at(w.pid.unwrap_or(0) as u32, raw.ts),
-                        comm: w.comm.unwrap_or_default(),
-                        prio: w.prio.unwrap_or(0),
-                    },
-                    w.target_cpu.unwrap_or(0) as u32,
-                    false,
-                ),
-                Some(ftrace_event::Event::SchedWakeupNew(w)) => (
-                    Task {
-                        tid: w.pid.unwrap_or(0) as u32,
-                        pid: pid_at(w.pid.unwrap_or(0) as u32, raw.ts),
-                        comm: w.comm.unwrap_or_default(),
-                        prio: w.prio.unwrap_or(0),
-                    },
-                    w.target_cpu.unwrap_or(0) as u32,
-                    true,
-                ),
+                Some(ftrace_event::Event::SchedWaking(w)) => {
+                    (w.pid, w.comm, w.prio, w.target_cpu, false)
+                }
+                Some(ftrace_event::Event::SchedWakeupNew(w)) => {
+                    (w.pid, w.comm, w.prio, w.target_cpu, true)
+                }
                 None => {
                     self.stats.ignored_packets += 1;
                     continue;
                 }
             };
+            let tid = tid.unwrap_or(0) as u32;
+            let wakee = Task {
+                tid,
+                pid: pid_at(tid, raw.ts),
+                comm: comm.unwrap_or_default(),
+                prio: prio.unwrap_or(0),
+            };
+            let target_cpu = target_cpu.unwrap_or(0) as u32;
             events.push(SchedEvent::Waking(Waking {
                 ts: raw.ts,
                 cpu: raw.cpu,

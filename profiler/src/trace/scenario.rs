@@ -119,6 +119,16 @@ impl Scenario {
         self.t.events.push(e);
     }
 
+    /// `tid` gets CPU `cpu` from the idle task.
+    pub fn run(&mut self, ts: u64, cpu: u32, tid: u32) {
+        self.switch(ts, cpu, 0, TaskState::Runnable, None, tid);
+    }
+
+    /// `tid` leaves CPU `cpu` to the idle task, sleeping (S) at `stack`.
+    pub fn sleep(&mut self, ts: u64, cpu: u32, tid: u32, stack: StackId) {
+        self.switch(ts, cpu, tid, TaskState::Sleeping, Some(stack), 0);
+    }
+
     pub fn wake(&mut self, ts: u64, cpu: u32, waker: u32, wakee: u32, target_cpu: u32) {
         let waker_pid = self.task(waker).pid;
         let e = SchedEvent::Waking(Waking {
@@ -197,57 +207,22 @@ pub fn workload(start: u64, rounds: u64) -> (Timeline, WorkloadAnswers) {
         latencies: 0,
     };
     // The reader blocks once before the first round.
-    s.switch(
-        start + 10 * US,
-        3,
-        READER,
-        TaskState::Sleeping,
-        Some(pipe),
-        0,
-    );
+    s.sleep(start + 10 * US, 3, READER, pipe);
     let mut reader_blocked_since = start + 10 * US;
     // The sleeper starts on its CPU at the window start.
-    s.switch(start, 0, 0, TaskState::Runnable, None, SLEEPER);
+    s.run(start, 0, SLEEPER);
     for r in 0..rounds {
         let t0 = start + r * round;
         // Sleeper.
-        s.switch(t0 + MS, 0, SLEEPER, TaskState::Sleeping, Some(long), 0);
+        s.sleep(t0 + MS, 0, SLEEPER, long);
         s.wake(t0 + 31 * MS, 0, 0, SLEEPER, 0);
-        s.switch(
-            t0 + 31 * MS + 50 * US,
-            0,
-            0,
-            TaskState::Runnable,
-            None,
-            SLEEPER,
-        );
-        s.switch(
-            t0 + 32 * MS + 50 * US,
-            0,
-            SLEEPER,
-            TaskState::Sleeping,
-            Some(short),
-            0,
-        );
+        s.run(t0 + 31 * MS + 50 * US, 0, SLEEPER);
+        s.sleep(t0 + 32 * MS + 50 * US, 0, SLEEPER, short);
         s.wake(t0 + 42 * MS + 50 * US, 0, 0, SLEEPER, 0);
-        s.switch(
-            t0 + 42 * MS + 100 * US,
-            0,
-            0,
-            TaskState::Runnable,
-            None,
-            SLEEPER,
-        );
-        s.switch(
-            t0 + 42 * MS + 100 * US,
-            0,
-            SLEEPER,
-            TaskState::Sleeping,
-            Some(idle),
-            0,
-        );
+        s.run(t0 + 42 * MS + 100 * US, 0, SLEEPER);
+        s.sleep(t0 + 42 * MS + 100 * US, 0, SLEEPER, idle);
         s.wake(t0 + 50 * MS, 0, 0, SLEEPER, 0);
-        s.switch(t0 + 50 * MS, 0, 0, TaskState::Runnable, None, SLEEPER);
+        s.run(t0 + 50 * MS, 0, SLEEPER);
         answers.sleeper_sleeping_ns += 30 * MS + 10 * MS + (50 * MS - 42 * MS - 100 * US);
         answers.latencies += 3;
         // Spinner: preempted at 5 ms into the round.
@@ -267,29 +242,15 @@ pub fn workload(start: u64, rounds: u64) -> (Timeline, WorkloadAnswers) {
         }
         // Pipe: a timer wakes the writer at 19 ms; it runs 1 ms and writes at 20 ms.
         s.wake(t0 + 19 * MS, 2, 0, WRITER, 2);
-        s.switch(t0 + 19 * MS, 2, 0, TaskState::Runnable, None, WRITER);
+        s.run(t0 + 19 * MS, 2, WRITER);
         answers.latencies += 1;
         s.sample(t0 + 19 * MS + 500 * US, 2, WRITER, write);
         s.wake(t0 + 20 * MS, 2, WRITER, READER, 3);
-        s.switch(t0 + 20 * MS, 2, WRITER, TaskState::Sleeping, Some(timer), 0);
-        s.switch(
-            t0 + 20 * MS + 5 * US,
-            3,
-            0,
-            TaskState::Runnable,
-            None,
-            READER,
-        );
+        s.sleep(t0 + 20 * MS, 2, WRITER, timer);
+        s.run(t0 + 20 * MS + 5 * US, 3, READER);
         answers.reader_sleeping_ns += t0 + 20 * MS - reader_blocked_since;
         answers.latencies += 1;
-        s.switch(
-            t0 + 20 * MS + 105 * US,
-            3,
-            READER,
-            TaskState::Sleeping,
-            Some(pipe),
-            0,
-        );
+        s.sleep(t0 + 20 * MS + 105 * US, 3, READER, pipe);
         reader_blocked_since = t0 + 20 * MS + 105 * US;
     }
     let end = start + rounds * round;
