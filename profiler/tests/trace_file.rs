@@ -145,10 +145,7 @@ fn the_summary_of_the_file_is_the_summary_of_the_timeline() {
     let dir = tempfile::tempdir().unwrap();
     let path = write(&t, dir.path(), "summary.perfetto-trace");
     let (back, stats) = read_trace_file(&path).expect("read back");
-    assert_eq!(
-        stats.unresolved + stats.ignored_packets + stats.truncated_bytes,
-        0
-    );
+    assert_eq!(stats.unresolved + stats.ignored + stats.truncated_bytes, 0);
     let opts = SummaryOptions::default();
     let from_file = summarize(&back, &opts);
     assert_eq!(from_file, summarize(&t, &opts));

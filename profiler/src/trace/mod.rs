@@ -2,6 +2,22 @@
 //! services. This module owns the user-space, pure half: the [`Timeline`] model the recording
 //! session fills, the Perfetto trace writer ([`perfetto`]) and reader ([`read`]), and the
 //! summary tables ([`summary`]). No eBPF, no clap.
+//!
+//! ```no_run
+//! use profiler::trace::{SummaryOptions, Timeline, read_trace_file, summarize, write_timeline};
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // End of a recording: the session has filled a Timeline.
+//! let timeline = Timeline::default();
+//! let out = std::io::BufWriter::new(std::fs::File::create("trace.perfetto-trace")?);
+//! let written = write_timeline(&timeline, out)?;
+//! println!("{}", summarize(&timeline, &SummaryOptions::default()));
+//! // `profiler trace --summary FILE`: the same tables from the file.
+//! let (back, _read) = read_trace_file("trace.perfetto-trace".as_ref())?;
+//! println!("{}", summarize(&back, &SummaryOptions::default()));
+//! # let _ = written;
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod model;
 pub mod perfetto;

@@ -21,8 +21,8 @@ use super::proto::{self, ftrace_event, perf_events, trace_packet};
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReadStats {
     pub packets: u64,
-    /// Packets of kinds this reader does not use.
-    pub ignored_packets: u64,
+    /// Packets (and ftrace events) of kinds this reader does not use.
+    pub ignored: u64,
     /// References to interned data that was never defined, and switch-out stacks that matched
     /// no `sched_switch`.
     pub unresolved: u64,
@@ -165,6 +165,7 @@ impl Reader {
             }
             self.sequences.entry(seq_id).or_default().kind = kind;
         }
+        let carries_state = p.interned_data.is_some() || p.trace_packet_defaults.is_some();
         if let Some(interned) = p.interned_data {
             self.interned(seq_id, interned);
         }
@@ -218,9 +219,9 @@ impl Reader {
                 }
                 _ => {}
             },
-            None => {
-                // Defaults or interned data only.
-            }
+            // Defaults or interned data only, or a kind the trimmed schema does not know.
+            None if carries_state => {}
+            None => self.stats.ignored += 1,
         }
     }
 
@@ -306,7 +307,7 @@ impl Reader {
             return;
         }
         let Some(seq) = self.sequences.get(&seq_id) else {
-            self.stats.ignored_packets += 1;
+            self.stats.ignored += 1;
             return;
         };
         let stack = match s.callstack_iid {
@@ -333,7 +334,7 @@ impl Reader {
                 .entry((ts, cpu, tid))
                 .or_default()
                 .push_back(stack),
-            None => self.stats.ignored_packets += 1,
+            None => self.stats.ignored += 1,
         }
     }
 
@@ -389,7 +390,7 @@ impl Reader {
                     (w.pid, w.comm, w.prio, w.target_cpu, true)
                 }
                 None => {
-                    self.stats.ignored_packets += 1;
+                    self.stats.ignored += 1;
                     continue;
                 }
             };
@@ -430,7 +431,10 @@ impl Reader {
         }
         for p in self.processes {
             let pid = p.pid.unwrap_or(0) as u32;
-            let main_thread = self.thread_names.iter().find(|t| t.tid == pid);
+            let main_thread = self
+                .thread_names
+                .iter()
+                .find(|t| t.tid == pid && t.pid == pid);
             let (cmdline, comm) = if p.cmdline_is_comm == Some(true) {
                 (Vec::new(), p.cmdline.first().cloned())
             } else {
@@ -537,7 +541,7 @@ mod tests {
         let (t, _) = workload(START, 6);
         let (back, stats) = round_trip(&t);
         assert_eq!(stats.unresolved, 0);
-        assert_eq!(stats.ignored_packets, 0);
+        assert_eq!(stats.ignored, 0);
         assert_eq!(stats.truncated_bytes, 0);
         assert_eq!((back.start_ns, back.end_ns), (t.start_ns, t.end_ns));
         assert_eq!(back.sample_period_ns, t.sample_period_ns);
