@@ -118,7 +118,8 @@ pub struct Switch {
     pub prev_stack: Option<StackId>,
 }
 
-/// `sched_waking` (or `sched_wakeup_new` for a new task): `waker` makes `wakee` runnable.
+/// `sched_waking`: `waker` makes `wakee` runnable. Feed `sched_wakeup_new` (a new thread's
+/// first wake-up) as one too: Perfetto draws Runnable and the waker only from `sched_waking`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Waking {
     pub ts: u64,
@@ -130,8 +131,6 @@ pub struct Waking {
     pub wakee: Task,
     /// The CPU the wakee is queued on.
     pub target_cpu: u32,
-    /// First wake-up of a new task (`sched_wakeup_new`), not a return from blocking.
-    pub new_task: bool,
 }
 
 /// The state a task leaves the CPU in, as `sched_switch` reports it.

@@ -5,8 +5,8 @@
 //!   `process_tree` packets (declared processes and threads at the start; at the end, every
 //!   (tid, pid) that appeared only in events, in a packet stamped with its first appearance,
 //!   so that a tid reused by another process maps to the right one from then on), per-CPU
-//!   `ftrace_events` bundles with `sched_switch`, `sched_waking` and `sched_wakeup_new` (the UI
-//!   derives Running / Runnable / S / D per thread and the waker from them), `ftrace_stats`
+//!   `ftrace_events` bundles with `sched_switch` and `sched_waking` (the UI derives Running /
+//!   Runnable / S / D per thread and the waker from them), `ftrace_stats`
 //!   START/END pairs whose `dropped_events` per CPU carry the lost scheduler events, and
 //!   `service_event.tracing_disabled` at the window end.
 //! - sequence 2, CPU samples: `perf_sample` packets with a `cpu-clock` timebase (period = ns
@@ -206,31 +206,20 @@ impl<W: Write> TraceWriter<W> {
                 self.saw(w.ts, w.wakee.tid, w.wakee.pid, &w.wakee.comm);
                 // The waker's comm is not in the event; its pid still has to reach the reader.
                 self.saw(w.ts, w.waker_tid, w.waker_pid, "");
-                let comm = Some(w.wakee.comm.clone());
-                let pid = Some(w.wakee.tid as i32);
-                let prio = Some(w.wakee.prio);
-                let target_cpu = Some(w.target_cpu as i32);
-                let event = if w.new_task {
-                    ftrace_event::Event::SchedWakeupNew(proto::SchedWakeupNewFtraceEvent {
-                        comm,
-                        pid,
-                        prio,
-                        success: Some(1),
-                        target_cpu,
-                    })
-                } else {
-                    ftrace_event::Event::SchedWaking(proto::SchedWakingFtraceEvent {
-                        comm,
-                        pid,
-                        prio,
-                        success: Some(1),
-                        target_cpu,
-                    })
-                };
+                // Always `sched_waking`, also for a new task: Perfetto derives Runnable and the
+                // waker from it and only lists `sched_wakeup_new` as a raw event.
                 let ev = proto::FtraceEvent {
                     timestamp: Some(w.ts),
                     pid: Some(w.waker_tid),
-                    event: Some(event),
+                    event: Some(ftrace_event::Event::SchedWaking(
+                        proto::SchedWakingFtraceEvent {
+                            comm: Some(w.wakee.comm.clone()),
+                            pid: Some(w.wakee.tid as i32),
+                            prio: Some(w.wakee.prio),
+                            success: Some(1),
+                            target_cpu: Some(w.target_cpu as i32),
+                        },
+                    )),
                 };
                 (w.cpu, ev)
             }

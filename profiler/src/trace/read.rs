@@ -355,8 +355,9 @@ impl Reader {
         let mut events = Vec::with_capacity(self.events.len());
         for raw in std::mem::take(&mut self.events) {
             let waker_tid = raw.event.pid.unwrap_or(0);
-            // The two wake-up events have the same fields under different types.
-            let (tid, comm, prio, target_cpu, new_task) = match raw.event.event {
+            // The two wake-up events have the same fields under different types (other writers
+            // use `sched_wakeup_new` for new tasks).
+            let (tid, comm, prio, target_cpu) = match raw.event.event {
                 Some(ftrace_event::Event::SchedSwitch(s)) => {
                     let prev_tid = s.prev_pid.unwrap_or(0) as u32;
                     let prev_stack = self
@@ -383,11 +384,9 @@ impl Reader {
                     }));
                     continue;
                 }
-                Some(ftrace_event::Event::SchedWaking(w)) => {
-                    (w.pid, w.comm, w.prio, w.target_cpu, false)
-                }
+                Some(ftrace_event::Event::SchedWaking(w)) => (w.pid, w.comm, w.prio, w.target_cpu),
                 Some(ftrace_event::Event::SchedWakeupNew(w)) => {
-                    (w.pid, w.comm, w.prio, w.target_cpu, true)
+                    (w.pid, w.comm, w.prio, w.target_cpu)
                 }
                 None => {
                     self.stats.ignored += 1;
@@ -409,7 +408,6 @@ impl Reader {
                 waker_pid: pid_at(waker_tid, raw.ts),
                 wakee,
                 target_cpu,
-                new_task,
             }));
         }
         self.stats.unresolved += self

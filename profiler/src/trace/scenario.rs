@@ -138,7 +138,6 @@ impl Scenario {
             waker_pid,
             wakee: self.task(wakee),
             target_cpu,
-            new_task: false,
         });
         self.t.events.push(e);
     }
