@@ -6,9 +6,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use profiler::trace::{
-    Frame, SummaryOptions, TaskState, read_trace_file, summarize, write_timeline,
-};
+use profiler::trace::{SummaryOptions, TaskState, read_trace_file, summarize, write_timeline};
 use serde_json::Value;
 
 /// The model under the path scenario.rs uses inside the library.
@@ -188,11 +186,18 @@ fn file_size_per_thousand_events_and_samples() {
         };
         s.switch(ts + 5_000, cpu, tid, state, stack, 0);
     }
-    let sched = s.finish(START + n * 20_000);
+    let mut sched = s.finish(START + n * 20_000);
     let events = sched.events.len() as u64;
-    let sched_bytes = std::fs::metadata(write(&sched, dir.path(), "sched.pftrace"))
-        .unwrap()
-        .len();
+    let size = |t: &profiler::trace::Timeline, name: &str| {
+        std::fs::metadata(write(t, dir.path(), name)).unwrap().len()
+    };
+    let sched_bytes = size(&sched, "sched.pftrace");
+    for e in &mut sched.events {
+        if let profiler::trace::SchedEvent::Switch(s) = e {
+            s.prev_stack = None;
+        }
+    }
+    let bare_bytes = size(&sched, "bare.pftrace");
 
     // Samples only: 20k samples over 300 stacks 15-30 frames deep.
     let mut s = Scenario::new(START);
@@ -217,16 +222,16 @@ fn file_size_per_thousand_events_and_samples() {
         );
     }
     let sampled = s.finish(START + samples * 10 * MS);
-    let sample_bytes = std::fs::metadata(write(&sampled, dir.path(), "samples.pftrace"))
-        .unwrap()
-        .len();
+    let sample_bytes = size(&sampled, "samples.pftrace");
 
     let per_k_events = sched_bytes * 1000 / events;
+    let per_k_bare = bare_bytes * 1000 / events;
     let per_k_samples = sample_bytes * 1000 / samples;
     eprintln!(
-        "trace size: {sched_bytes} B for {events} sched events ({} with a stack) = {per_k_events} \
-         B per 1k events; {sample_bytes} B for {samples} samples over 300 stacks = \
-         {per_k_samples} B per 1k samples",
+        "trace size: {sched_bytes} B for {events} sched events ({} switch-outs with a stack) = \
+         {per_k_events} B per 1k events; without stacks {per_k_bare} B per 1k events; \
+         {sample_bytes} B for {samples} samples over 300 stacks = {per_k_samples} B per 1k \
+         samples",
         n / 2
     );
     assert!(
@@ -234,5 +239,4 @@ fn file_size_per_thousand_events_and_samples() {
         "{per_k_events} B per 1k sched events"
     );
     assert!(per_k_samples < 100_000, "{per_k_samples} B per 1k samples");
-    let _: Option<Frame> = None;
 }
