@@ -90,6 +90,8 @@ fn main() {
             dest.display()
         ))
     });
+
+    generate_perfetto_protos(&manifest_dir, &out_dir);
 }
 
 /// PATH for the inner build: must find `bpf-linker` (installed by `cargo install` into
@@ -136,4 +138,19 @@ fn fail(msg: &str) -> ! {
          llvm-22-dev, bpf-linker 0.13), then build again."
     );
     std::process::exit(1);
+}
+
+/// Generates prost types for the trimmed Perfetto schema in `protos/` (see `protos/README.md`)
+/// into OUT_DIR/perfetto.protos.rs, which `src/trace/proto.rs` includes. protox compiles the
+/// .proto files in Rust, so no `protoc` is needed.
+fn generate_perfetto_protos(manifest_dir: &Path, out_dir: &Path) {
+    let protos = manifest_dir.join("protos");
+    println!("cargo::rerun-if-changed={}", protos.display());
+    let roots = ["protos/perfetto/trace/trace.proto"];
+    let descriptors = protox::compile(roots, [manifest_dir])
+        .unwrap_or_else(|e| panic!("compiling the Perfetto protos in {}: {e}", protos.display()));
+    prost_build::Config::new()
+        .out_dir(out_dir)
+        .compile_fds(descriptors)
+        .unwrap_or_else(|e| panic!("generating Rust for the Perfetto protos: {e}"));
 }

@@ -8,3 +8,4 @@ pub mod profile;
 pub mod record;
 pub mod render;
 pub mod symbolize;
+pub mod trace;
