@@ -3,9 +3,10 @@
 //!
 //! It first runs two short threads (their blocks stay linked after they exit), then prints
 //! `before …` with its own totals, keeps KEEP blocks of KEEP_SIZE bytes and churns CHURN
-//! alloc/free pairs of CHURN_SIZE bytes on the main thread, prints `after …`, and blocks
-//! reading stdin until it closes. Reporting goes through a stack buffer and `write(2)`, so
-//! nothing allocates between the `after` snapshot and the reader.
+//! alloc/free pairs of CHURN_SIZE bytes on the main thread, prints `after …`, and reads
+//! stdin: each `c` churns again (the same pairs plus BIG blocks of BIG_SIZE bytes, nearly all
+//! sampled) and prints `churned …`; end of input ends the process. Reporting goes through a
+//! stack buffer and `write(2)`, so nothing allocates between a snapshot and the reader.
 
 use std::alloc::System;
 use std::hint::black_box;
@@ -20,6 +21,8 @@ const KEEP: usize = 1000;
 const KEEP_SIZE: usize = 4096;
 const CHURN: usize = 20_000;
 const CHURN_SIZE: usize = 100;
+const BIG: usize = 8;
+const BIG_SIZE: usize = 1 << 20;
 
 fn report(tag: &str, t: &Totals) {
     let mut buf = [0u8; 512];
@@ -53,12 +56,24 @@ fn main() {
     for _ in 0..KEEP {
         kept.push(black_box(vec![7u8; KEEP_SIZE]));
     }
-    for _ in 0..CHURN {
-        drop(black_box(vec![1u8; CHURN_SIZE]));
-    }
+    churn();
     report("after", &totals());
     let mut byte = 0u8;
     // SAFETY: reads at most one byte into `byte`; returns 0 at end of input.
-    while unsafe { libc::read(0, (&mut byte as *mut u8).cast(), 1) } > 0 {}
+    while unsafe { libc::read(0, (&mut byte as *mut u8).cast(), 1) } > 0 {
+        if byte == b'c' {
+            churn();
+            for _ in 0..BIG {
+                drop(black_box(vec![2u8; BIG_SIZE]));
+            }
+            report("churned", &totals());
+        }
+    }
     black_box(kept);
+}
+
+fn churn() {
+    for _ in 0..CHURN {
+        drop(black_box(vec![1u8; CHURN_SIZE]));
+    }
 }
