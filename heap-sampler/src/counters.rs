@@ -6,6 +6,9 @@
 //! block first looks, a few blocks at a time, for one whose owner thread has exited (the
 //! kernel no longer knows its tid) and takes it over; that bounds the blocks to about the most
 //! threads alive at once instead of every thread ever started.
+//!
+//! A forked child inherits the parent's blocks, so its totals start from the parent's counts
+//! at the fork; its forking thread keeps its block, the others' blocks stay unused.
 
 use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 

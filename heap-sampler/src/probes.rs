@@ -4,9 +4,20 @@
 //! binary carries one `.note.stapsdt` entry per probe and one semaphore per probe, however many
 //! allocator types are instantiated. `probe_lazy!` (crate `probe`) reads the probe's u16
 //! semaphore (in section `.probes`, its address in the note) and executes the `nop` site only
-//! when it is non-zero. A profiler raises the semaphore while attached, either through the
-//! kernel (`ref_ctr_offset` of a uprobe perf event) or by incrementing it in the target's
-//! memory ([`crate::remote::adjust_semaphore`]).
+//! when it is non-zero. A profiler raises the semaphore while attached, in one of two ways:
+//! - through the kernel: open the uprobe perf event (PMU `/sys/bus/event_source/devices/uprobe`)
+//!   at the site's file offset with the semaphore's file offset in `config` bits 63..32
+//!   (`ref_ctr_offset`, Linux 4.20+). The kernel raises it in every process it instruments and
+//!   lowers it when the event closes, even if the profiler dies. It refuses (EINVAL) a second
+//!   uprobe on the same site with a different `ref_ctr_offset`, so every tracer of these
+//!   probes must pass it. aya 0.14's `UProbe::attach` does not set it (it puts only the
+//!   retprobe bit in `config`), so this path needs a raw `perf_event_open`, as in
+//!   tests/probes.rs;
+//! - from user space: attach the uprobe plainly and increment the semaphore in the target's
+//!   memory with [`crate::remote::adjust_semaphore`], decrementing it on detach. A profiler
+//!   that dies leaves it raised, which costs only a `nop` per sample.
+//!
+//! `crate::remote::elf::sdt_probes` reads the sites, semaphores and their file offsets.
 //!
 //! Arguments are passed as 8-byte registers (the note says `-8@%reg`: `probe` types every
 //! argument as isize); read them as u64.
