@@ -11,7 +11,7 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use object::{Object, ObjectSection, ObjectSegment, ObjectSymbol};
+use object::{Endian, Endianness, Object, ObjectSection, ObjectSegment, ObjectSymbol};
 
 use crate::layout::REGISTRY_SYMBOL;
 
@@ -94,22 +94,13 @@ pub fn sdt_probes(path: &Path) -> Result<Vec<SdtProbe>, ElfError> {
     let notes = notes.data().map_err(|e| bad(&e.to_string()))?;
     // A prelinked binary moved `.stapsdt.base`; probes moved with it.
     let base_now = file.section_by_name(".stapsdt.base").map(|s| s.address());
-    let word = |b: &[u8]| -> u64 {
-        let b: [u8; 8] = b.try_into().expect("8 bytes");
-        if file.is_little_endian() {
-            u64::from_le_bytes(b)
-        } else {
-            u64::from_be_bytes(b)
-        }
+    let endian = if file.is_little_endian() {
+        Endianness::Little
+    } else {
+        Endianness::Big
     };
-    let half = |b: &[u8]| -> u32 {
-        let b: [u8; 4] = b.try_into().expect("4 bytes");
-        if file.is_little_endian() {
-            u32::from_le_bytes(b)
-        } else {
-            u32::from_be_bytes(b)
-        }
-    };
+    let word = |b: &[u8]| endian.read_u64(b.try_into().expect("8 bytes"));
+    let half = |b: &[u8]| endian.read_u32(b.try_into().expect("4 bytes"));
     let align4 = |n: usize| (n + 3) & !3;
     let mut probes = Vec::new();
     let mut at = 0;
