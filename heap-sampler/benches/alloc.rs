@@ -2,13 +2,15 @@
 //! directly (not as the global allocator, so criterion's own allocations do not mix in), on one
 //! thread and on two threads at once, for small sizes. `every_alloc` (rate 1) shows the cost
 //! of the sampled path itself: table insert and remove, probe sites with semaphores at 0.
+//! Times are CPU time of the measuring threads, so that other work on the machine does not
+//! show up as allocator cost.
 //!
 //! `cargo bench -p heap-sampler --bench alloc`
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 use std::sync::Barrier;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, BenchmarkId, Criterion, criterion_group, criterion_main};
@@ -31,6 +33,7 @@ fn pair<A: GlobalAlloc>(a: &A, layout: Layout) {
     }
 }
 
+/// The time per iteration is the thread's CPU time per pair (see `two_threads` for why).
 fn one_thread<A: GlobalAlloc>(
     g: &mut BenchmarkGroup<'_, WallTime>,
     name: &str,
@@ -38,12 +41,20 @@ fn one_thread<A: GlobalAlloc>(
     layout: Layout,
 ) {
     g.bench_function(BenchmarkId::new(name, layout.size()), |b| {
-        b.iter(|| pair(a, layout))
+        b.iter_custom(|iters| {
+            let t = thread_cpu_time();
+            for _ in 0..iters {
+                pair(a, layout);
+            }
+            thread_cpu_time() - t
+        })
     });
 }
 
-/// Both threads run `iters` pairs at once; the time per iteration is the wall time per pair
-/// on each thread.
+/// Both threads run `iters` pairs at once; the time per iteration is the mean of the two
+/// threads' CPU time per pair. CPU time rather than wall time: on a small machine shared with
+/// other work, preemption would swamp nanoseconds, while contention between the two threads
+/// (cache lines bouncing) still shows as stalled CPU time.
 fn two_threads<A: GlobalAlloc + Sync>(
     g: &mut BenchmarkGroup<'_, WallTime>,
     name: &str,
@@ -52,24 +63,34 @@ fn two_threads<A: GlobalAlloc + Sync>(
 ) {
     g.bench_function(BenchmarkId::new(name, layout.size()), |b| {
         b.iter_custom(|iters| -> Duration {
-            let start = Barrier::new(3);
-            let mut began = None;
-            std::thread::scope(|s| {
-                for _ in 0..2 {
-                    s.spawn(|| {
-                        start.wait();
-                        for _ in 0..iters {
-                            pair(a, layout);
-                        }
-                    });
-                }
+            let start = Barrier::new(2);
+            let run = || {
                 start.wait();
-                began = Some(Instant::now());
+                let t = thread_cpu_time();
+                for _ in 0..iters {
+                    pair(a, layout);
+                }
+                thread_cpu_time() - t
+            };
+            let (x, y) = std::thread::scope(|s| {
+                let x = s.spawn(run);
+                let y = s.spawn(run);
+                (x.join().unwrap(), y.join().unwrap())
             });
-            // The scope has joined both workers.
-            began.expect("set in the scope").elapsed()
+            (x + y) / 2
         })
     });
+}
+
+fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: writes one timespec.
+    let r = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(r, 0, "CLOCK_THREAD_CPUTIME_ID");
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 fn benches(c: &mut Criterion) {
