@@ -2,8 +2,24 @@
 # Installs everything this project needs on a fresh Debian 12 machine (run as root):
 # the Debian rust/LLVM packages that build the eBPF programs, bpf-linker, oha (load),
 # linux-perf (reference profiler), golang-go (pprof interop tests), chromium + driver
-# (page tests). Idempotent: when everything is present it finishes in about a second.
+# (page tests), graphviz (call graphs), and Perfetto's Python protos (the trace tests parse our
+# Perfetto files with them). Idempotent: when everything is present it finishes in about a
+# second.
 set -euo pipefail
+
+case "${1:-}" in
+  -h|--help)
+    cat <<'USAGE'
+Usage: sudo scripts/setup.sh
+
+Installs what building and testing need: Debian packages (rustc-web for the eBPF build,
+llvm-22, linux-perf, golang-go, chromium, graphviz, ...), bpf-linker, oha, and Perfetto's
+Python protos. Safe to run again: it only installs what is missing.
+Example:
+  sudo scripts/setup.sh && cargo build --release
+USAGE
+    exit 0 ;;
+esac
 
 log() { printf 'setup: %s\n' "$*" >&2; }
 
@@ -12,7 +28,7 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
 APT_PACKAGES=(
   rustc-web cargo-web libstd-rust-web-dev-bpf llvm-22-dev libzstd-dev zlib1g-dev
-  linux-perf golang-go chromium chromium-driver pkg-config curl procps
+  linux-perf golang-go chromium chromium-driver pkg-config curl procps graphviz
 )
 
 missing=()
@@ -46,6 +62,14 @@ if ! command -v oha >/dev/null || ! oha --version 2>/dev/null | grep -q "1.16"; 
   cargo install oha@1.16.0 --locked
 else
   log "oha present"
+fi
+
+# Perfetto's own protobuf bindings, to check our trace files the way Perfetto reads them.
+if ! python3 -c 'import perfetto.protos.perfetto.trace.perfetto_trace_pb2' 2>/dev/null; then
+  log "installing Python packages: perfetto protobuf"
+  python3 -m pip install --quiet --disable-pip-version-check 'perfetto==0.59.1' 'protobuf>=5'
+else
+  log "python perfetto present"
 fi
 
 log "ready"
