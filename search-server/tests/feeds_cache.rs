@@ -297,6 +297,8 @@ async fn body_over_the_cap_fails_that_feed() {
         assert!(snap.feed.is_none(), "{}", snap.location);
         let error = snap.error.as_deref().unwrap();
         assert!(error.contains("4096-byte cap"), "{error}");
+        // The way out is a flag users can reach.
+        assert!(error.contains("a larger --max-feed-bytes"), "{error}");
     }
     assert_eq!(titles(&snaps[2]).len(), 3);
 }

@@ -24,7 +24,7 @@ pub struct CacheOptions {
     pub connect_timeout: Duration,
     /// Limit on a whole fetch (connect, headers, body); also the longest any caller waits.
     pub total_timeout: Duration,
-    /// Largest feed body accepted; larger ones fail that feed.
+    /// Largest feed body accepted; larger ones fail that feed (`--max-feed-bytes`).
     pub max_body_bytes: usize,
     pub user_agent: String,
 }
