@@ -11,8 +11,10 @@
 
 pub mod cpu;
 pub mod offcpu;
+pub mod sched;
 pub mod stacks;
 pub mod targets;
+pub mod timeline;
 
 /// A thread's command name as the kernel keeps it (NUL-padded, at most 15 bytes + NUL).
 #[repr(C)]

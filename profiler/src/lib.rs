@@ -9,3 +9,4 @@ pub mod record;
 pub mod render;
 pub mod symbolize;
 pub mod trace;
+pub mod watch;

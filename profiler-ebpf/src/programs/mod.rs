@@ -3,7 +3,9 @@
 
 mod cpu;
 mod offcpu;
+mod sched;
 mod targets;
+mod timeline;
 
 use aya_ebpf::{
     EbpfContext,

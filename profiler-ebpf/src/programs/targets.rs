@@ -66,6 +66,17 @@ pub fn task_ids(task: u64) -> Option<(u32, u32)> {
     Some((pid as u32, tgid as u32))
 }
 
+/// Reads the command name of a task through the BTF offsets.
+#[inline(always)]
+pub fn task_comm(task: u64) -> Option<[u8; 16]> {
+    let off = TASK_OFFSETS.load();
+    if off.valid == 0 || task == 0 {
+        return None;
+    }
+    // SAFETY: a probe read of kernel memory; a bad address fails the read, nothing else.
+    unsafe { bpf_probe_read_kernel((task + off.comm as u64) as *const [u8; 16]) }.ok()
+}
+
 #[inline(always)]
 fn send(kind: ProcessEventKind, tgid: u32, parent_tgid: u32) {
     let comm = Comm(bpf_get_current_comm().unwrap_or([0; 16]));

@@ -4,6 +4,8 @@
 mod info;
 mod reading;
 mod record;
+mod trace;
+mod watch;
 
 use std::time::Duration;
 
@@ -18,6 +20,8 @@ use clap::{Args, Parser, Subcommand};
     after_help = "Examples:
   sudo profiler record --pid 4242 --duration 10s -o cpu.pb.gz --flamegraph cpu.svg
   sudo profiler record -o bench.pb.gz -- ./target/release/my-bench --quick
+  sudo profiler watch --pid 4242 --detail
+  sudo profiler trace --pid 4242 --duration 2s -o trace.perfetto-trace
   profiler top cpu.pb.gz -n 20
   profiler flamegraph cpu.pb.gz -o cpu.svg
   profiler diff base.pb.gz current.pb.gz -o diff.svg
@@ -31,6 +35,8 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     Record(record::RecordArgs),
+    Watch(watch::WatchArgs),
+    Trace(trace::TraceArgs),
     Flamegraph(reading::FlamegraphArgs),
     Fold(reading::FoldArgs),
     Top(reading::TopArgs),
@@ -107,6 +113,8 @@ pub fn run() -> Result<i32> {
     init_logging();
     match cli.command {
         Command::Record(args) => record::record(args),
+        Command::Watch(args) => watch::watch(args),
+        Command::Trace(args) => trace::trace(args),
         Command::Flamegraph(args) => reading::flamegraph(args),
         Command::Fold(args) => reading::fold(args),
         Command::Top(args) => reading::top(args),

@@ -13,7 +13,7 @@ use super::targets::ProcessRecord;
 use crate::profile::{
     Label, LabelValue, Line, Mapping, Profile, ProfileBuilder, Sample, ValueType,
 };
-use crate::symbolize::{MissReason, ProcessMaps, Resolved, Symbolizer};
+use crate::symbolize::{FrameLine, MissReason, ProcessMaps, Resolved, Symbolizer};
 
 /// The first frame is where the CPU was; every other frame is a return address, which points
 /// after the call. Looking up `ip - 1` attributes it to the call's line and inlined frames.
@@ -503,6 +503,64 @@ impl Symbols {
             }
             (None, None) => Ending::Missing,
         }
+    }
+}
+
+/// Stacks as a timeline shows them (`profiler trace`), outside any profile.
+impl Symbols {
+    /// The frames of a resolved stack, leaf first: kernel frames (without the tracing glue),
+    /// then the user frames of `pid` up to where the walk left the process's mappings; an
+    /// address with inlined functions gives one frame per function, innermost first.
+    pub fn trace_frames(
+        &self,
+        pid: u32,
+        user: Option<StackId>,
+        kernel: Option<StackId>,
+        stacks: &StackTable,
+        processes: &BTreeMap<u32, ProcessRecord>,
+    ) -> Vec<crate::trace::Frame> {
+        let mut out = Vec::new();
+        let mut push = |r: Option<&Resolved>, ip: u64, module: String, rel_pc: u64, kernel| {
+            let unknown = [FrameLine {
+                function: format!("{ip:#x}"),
+                file: String::new(),
+                line: 0,
+            }];
+            let lines = r.map_or(&unknown[..], |r| &r.lines[..]);
+            for l in lines {
+                out.push(crate::trace::Frame {
+                    function: l.function.clone(),
+                    file: l.file.clone(),
+                    line: u32::try_from(l.line).unwrap_or(0),
+                    module: module.clone(),
+                    rel_pc,
+                    kernel,
+                });
+            }
+        };
+        if let Some(k) = kernel {
+            for (i, &ip) in self
+                .without_tracing_frames(stacks.get(k))
+                .iter()
+                .enumerate()
+            {
+                let r = self.kernel.get(&lookup_address(i, ip));
+                push(r, ip, Mapping::KERNEL.to_string(), ip, true);
+            }
+        }
+        if let Some(u) = user {
+            let ips = stacks.get(u);
+            let maps = processes.get(&pid).map(|p| &p.maps);
+            for (i, &ip) in ips[..self.user_frames(pid, ips)].iter().enumerate() {
+                let r = self.user.get(&(pid, lookup_address(i, ip)));
+                let vma = r.and_then(|r| r.vma).and_then(|v| maps?.vmas().get(v));
+                let (module, rel_pc) = vma.map_or((String::new(), 0), |v| {
+                    (v.name.clone(), ip - v.start + v.file_offset)
+                });
+                push(r, ip, module, rel_pc, false);
+            }
+        }
+        out
     }
 }
 

@@ -10,6 +10,7 @@
 use std::path::Path;
 
 use profiler_ebpf::targets::TaskOffsets;
+use profiler_ebpf::timeline::TaskFields;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BtfError {
@@ -56,6 +57,33 @@ pub fn task_offsets_from(path: &Path) -> Result<TaskOffsets, BtfError> {
         tgid: field("tgid")?,
         comm: field("comm")?,
         valid: 1,
+    })
+}
+
+/// Offsets of `task_struct.prio` and of the CPU a task is on, which the timeline's records
+/// carry. The CPU is `task_struct.cpu`, or `thread_info.cpu` inside it where the kernel keeps
+/// it there (x86_64 since 5.16); a kernel with neither gives records without a target CPU.
+pub fn timeline_task_fields() -> Result<TaskFields, BtfError> {
+    let data = std::fs::read(VMLINUX).map_err(|source| BtfError::Read {
+        path: VMLINUX.to_string(),
+        source,
+    })?;
+    let btf = Btf::parse(&data)?;
+    let task = btf
+        .find_struct("task_struct")
+        .ok_or_else(|| BtfError::Missing("struct task_struct".into()))?;
+    let prio = btf
+        .member_offset(task, "prio")
+        .ok_or_else(|| BtfError::Missing("task_struct.prio".into()))?;
+    let cpu = btf.member_offset(task, "cpu").or_else(|| {
+        let info = btf.find_struct("thread_info")?;
+        Some(btf.member_offset(task, "thread_info")? + btf.member_offset(info, "cpu")?)
+    });
+    Ok(TaskFields {
+        prio,
+        cpu: cpu.unwrap_or(0),
+        valid: 1,
+        has_cpu: u32::from(cpu.is_some()),
     })
 }
 
@@ -195,6 +223,17 @@ mod tests {
         assert_eq!(off.tgid, off.pid + 4, "{off:?}");
         assert!(off.pid > 0 && off.pid < 16384, "{off:?}");
         assert!(off.comm > 0 && off.comm < 16384, "{off:?}");
+    }
+
+    #[test]
+    fn running_kernel_has_task_prio_and_cpu() {
+        let f = timeline_task_fields().expect("this machine's kernel has BTF");
+        let ids = task_offsets().unwrap();
+        assert_eq!(f.valid, 1);
+        // Both lie before pid (thread_info, when it holds the CPU, is the first member).
+        assert!(f.prio > 0 && f.prio < ids.pid, "{f:?} {ids:?}");
+        assert_eq!(f.has_cpu, 1, "{f:?}");
+        assert!(f.cpu < ids.pid, "{f:?} {ids:?}");
     }
 
     #[test]

@@ -16,9 +16,11 @@ pub mod kernel;
 pub mod offcpu;
 mod outputs;
 mod process;
+pub mod sched;
 pub mod session;
 mod status;
 pub mod targets;
+pub mod timeline;
 
 use std::io;
 use std::path::Path;

@@ -229,6 +229,60 @@ impl Session {
         }
     }
 
+    /// Symbolizes stacks outside any profile (a timeline's events and samples) with the
+    /// session's caches, reading the processes' maps first: per `(pid, user ips, kernel ips)`
+    /// (leaf first), its frames: kernel frames, then user frames, leaf first, an address's
+    /// inlined functions innermost first.
+    pub fn symbolize_stacks(
+        &mut self,
+        stacks: &[(u32, &[u64], &[u64])],
+    ) -> Vec<Vec<crate::trace::Frame>> {
+        let mut batch = Batch::default();
+        for &(pid, user, kernel) in stacks {
+            let id = |table: &mut StackTable, ips: &[u64], user: bool| {
+                (!ips.is_empty()).then(|| {
+                    let ips = if user {
+                        trim_user_stack(ips.to_vec())
+                    } else {
+                        ips.to_vec()
+                    };
+                    table.intern(ips)
+                })
+            };
+            let key = SampleKey {
+                pid,
+                tid: 0,
+                user: id(&mut self.stacks, user, true),
+                kernel: id(&mut self.stacks, kernel, false),
+                labels: Vec::new(),
+                waker: None,
+            };
+            batch.samples.push((key, Vec::new()));
+        }
+        self.targets.refresh(
+            batch
+                .samples
+                .iter()
+                .map(|(k, _)| k.pid)
+                .collect::<HashSet<_>>(),
+        );
+        self.symbols
+            .resolve(&batch, &self.stacks, &self.targets.processes);
+        batch
+            .samples
+            .iter()
+            .map(|(k, _)| {
+                self.symbols.trace_frames(
+                    k.pid,
+                    k.user,
+                    k.kernel,
+                    &self.stacks,
+                    &self.targets.processes,
+                )
+            })
+            .collect()
+    }
+
     /// Detaches every program and drains what is left in both map sets.
     pub fn stop(&mut self) -> Result<Batch, RecordError> {
         if !self.detached {

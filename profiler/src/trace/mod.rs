@@ -1,7 +1,8 @@
 //! `profiler trace`: a timeline of one process's threads, the `go tool trace` of native
-//! services. This module owns the user-space, pure half: the [`Timeline`] model the recording
-//! session fills, the Perfetto trace writer ([`perfetto`]) and reader ([`read`]), and the
-//! summary tables ([`summary`]). No eBPF, no clap.
+//! services. The pure half: the [`Timeline`] model, the Perfetto trace writer ([`perfetto`])
+//! and reader ([`read`]), and the summary tables ([`summary`]), with no eBPF. The live half,
+//! [`recorder`], drives a recording session with the timeline collector
+//! (`record::timeline`) and fills a `Timeline`. No clap.
 //!
 //! ```no_run
 //! use profiler::trace::{SummaryOptions, Timeline, read_trace_file, summarize, write_timeline};
@@ -23,6 +24,7 @@ pub mod model;
 pub mod perfetto;
 pub mod proto;
 pub mod read;
+pub mod recorder;
 #[cfg(test)]
 mod scenario;
 pub mod summary;
@@ -35,6 +37,7 @@ pub use model::{
 };
 pub use perfetto::{TraceWriter, WriteStats, write_timeline};
 pub use read::{ReadStats, read_trace, read_trace_file};
+pub use recorder::{MAX_DURATION, TraceOptions, TraceRecordError, Traced, record_trace};
 pub use summary::{Summary, SummaryOptions, summarize};
 
 #[derive(Debug, thiserror::Error)]

@@ -653,6 +653,21 @@ const SUB_BITS: u32 = 3;
 const SUBS: u64 = 1 << SUB_BITS;
 
 impl LatencyHistogram {
+    /// A histogram from counts per bucket in this scheme (the kernel keeps run-queue latencies
+    /// the same way, `profiler_ebpf::sched::latency_bucket`), with their sum and maximum.
+    pub fn from_buckets(buckets: &[u64], total_ns: u64, max_ns: u64) -> Self {
+        let mut buckets = buckets.to_vec();
+        while buckets.last() == Some(&0) {
+            buckets.pop();
+        }
+        LatencyHistogram {
+            count: buckets.iter().sum(),
+            buckets,
+            total: total_ns,
+            max: max_ns,
+        }
+    }
+
     pub fn record(&mut self, ns: u64) {
         let i = bucket_index(ns);
         if self.buckets.len() <= i {
@@ -1329,5 +1344,27 @@ mod tests {
         assert_eq!(json["longest_blocks"][0]["waker"]["name"], "writer");
         assert_eq!(json["latency"]["count"], 18);
         let _ = KWORKER;
+    }
+
+    #[test]
+    fn the_kernel_buckets_latencies_as_the_summary_does() {
+        use profiler_ebpf::sched::{LATENCY_BUCKETS, latency_bucket};
+        let mut values: Vec<u64> = (0..5000).collect();
+        values.extend((3..41).flat_map(|e| {
+            let p = 1u64 << e;
+            [p - 1, p, p + 1, p + p / 3, 2 * p - 1]
+        }));
+        for v in values {
+            assert_eq!(latency_bucket(v), bucket_index(v), "{v}");
+        }
+        assert_eq!(latency_bucket(u64::MAX), LATENCY_BUCKETS - 1);
+        let mut h = LatencyHistogram::default();
+        let mut kernel = vec![0; LATENCY_BUCKETS];
+        for v in [900, 14_000, 15_000, 910_000, 3_100_000] {
+            h.record(v);
+            kernel[latency_bucket(v)] += 1;
+        }
+        let back = LatencyHistogram::from_buckets(&kernel, 4_039_900, 3_100_000);
+        assert_eq!(back.summary(), h.summary());
     }
 }
