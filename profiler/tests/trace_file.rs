@@ -4,10 +4,11 @@
 //! reader. Also: the summary of the file equals the summary of the timeline, and file sizes.
 
 use std::path::Path;
-use std::process::Command;
 
 use profiler::trace::{SummaryOptions, TaskState, read_trace_file, summarize, write_timeline};
-use serde_json::Value;
+
+mod common;
+use common::perfetto_view;
 
 /// The model under the path scenario.rs uses inside the library.
 mod trace {
@@ -20,29 +21,6 @@ mod scenario;
 use scenario::{KWORKER, MS, PID, READER, SLEEPER, SPINNER, Scenario, WRITER, workload};
 
 const START: u64 = 7_000 * MS;
-
-/// Runs the Python check on `path` and returns its JSON.
-fn perfetto_view(path: &Path) -> Value {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/perfetto_check.py");
-    let out = Command::new("python3")
-        .arg(&script)
-        .arg(path)
-        .output()
-        .unwrap_or_else(|e| panic!("running python3 {}: {e}", script.display()));
-    if out.status.code() == Some(3) {
-        panic!(
-            "Perfetto's Python protos are missing ({}). Install them with \
-             `pip install perfetto protobuf` (as root; scripts/setup.sh should do it).",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    assert!(
-        out.status.success(),
-        "perfetto_check.py failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("perfetto_check.py prints JSON")
-}
 
 fn write(t: &profiler::trace::Timeline, dir: &Path, name: &str) -> std::path::PathBuf {
     let path = dir.join(name);

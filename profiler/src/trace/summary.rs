@@ -756,11 +756,17 @@ const BAR_WIDTH: u64 = 40;
 
 impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let procs: Vec<String> = self
+        // A launched command's children can be many (a shell loop, `make -j`): name a few.
+        const NAMED: usize = 3;
+        let mut procs: Vec<String> = self
             .processes
             .iter()
+            .take(NAMED)
             .map(|p| format!("{} ({})", p.name, p.pid))
             .collect();
+        if self.processes.len() > NAMED {
+            procs.push(format!("{} more processes", self.processes.len() - NAMED));
+        }
         writeln!(
             f,
             "Trace of {} over {}: {} threads, {} scheduler events, {} CPU samples{}",

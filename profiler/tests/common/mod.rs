@@ -1,7 +1,8 @@
 //! Helpers shared by the profiler's integration tests (each test binary includes this
 //! module): root checks, one recording at a time, building and starting workloads of our own
 //! with known answers, running `profiler record`, reading captures (checking the eBPF counter
-//! invariant on the way), shares of functions, and the release search-server.
+//! invariant on the way), shares of functions, Perfetto traces as Perfetto's own protos read
+//! them, and the release search-server.
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashMap};
@@ -123,6 +124,50 @@ pub fn c_workload(name: &str, flags: &[&str]) -> PathBuf {
     );
     built.insert(key, out.clone());
     out
+}
+
+/// Builds example `name` of workspace package `package` (one that needs its crate, such as
+/// heap-sampler's `alloc_rate`, which installs the sampler) with cargo, in the profile this
+/// test was built in, and returns its path. A no-op when `cargo test` built it already.
+pub fn cargo_example(package: &str, name: &str) -> PathBuf {
+    static BUILT: Mutex<BTreeMap<String, PathBuf>> = Mutex::new(BTreeMap::new());
+    let key = format!("{package}/{name}");
+    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(path) = built.get(&key) {
+        return path.clone();
+    }
+    // target/<profile>/profiler: the profile's directory names the profile to build.
+    let profile_dir = Path::new(env!("CARGO_BIN_EXE_profiler"))
+        .parent()
+        .expect("the profiler binary lives in a profile directory")
+        .to_path_buf();
+    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") => "dev".to_string(),
+        Some(other) => other.to_string(),
+        None => "dev".to_string(),
+    };
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(cargo)
+        .args([
+            "build",
+            "--quiet",
+            "--profile",
+            &profile,
+            "-p",
+            package,
+            "--example",
+            name,
+        ])
+        .arg("--target-dir")
+        .arg(target_dir())
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .unwrap_or_else(|e| panic!("running cargo to build {key}: {e}"));
+    assert!(status.success(), "building example {key} failed ({status})");
+    let path = profile_dir.join("examples").join(name);
+    assert!(path.is_file(), "cargo built no {}", path.display());
+    built.insert(key, path.clone());
+    path
 }
 
 pub fn profiler_cmd() -> Command {
@@ -417,6 +462,32 @@ pub fn assert_share(p: &Profile, function: &str, expected: f64, tolerance: f64) 
         total_samples(p),
         describe_top(&flat_symbol_shares(p), 10)
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Perfetto traces, as Perfetto's own Python protos read them.
+
+/// Runs tests/support/perfetto_check.py on `path` and returns what it derived, as JSON.
+pub fn perfetto_view(path: &Path) -> serde_json::Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/perfetto_check.py");
+    let out = Command::new("python3")
+        .arg(&script)
+        .arg(path)
+        .output()
+        .unwrap_or_else(|e| panic!("running python3 {}: {e}", script.display()));
+    if out.status.code() == Some(3) {
+        panic!(
+            "Perfetto's Python protos are missing ({}). Install them with \
+             `pip install perfetto protobuf` (as root; scripts/setup.sh should do it).",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    assert!(
+        out.status.success(),
+        "perfetto_check.py failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("perfetto_check.py prints JSON")
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 JSON, what tests/trace_file.rs checks: packet kinds per sequence, the sample timebases, thread
 names, per-thread scheduler facts derived here independently of the Rust reader (sleeping time
 from sched_switch S to the next wake-up or switch-in, wakers), callstacks resolved through the
-interned data, and the loss counters.
+interned data (by leaf function, and by any function on the stack), and the loss counters.
 
 Usage: python3 perfetto_check.py TRACE_FILE
 Needs: pip install perfetto protobuf (perfetto.protos.perfetto.trace.perfetto_trace_pb2).
@@ -118,11 +118,13 @@ def main(path):
         elif kind == "service_event":
             service[p.service_event.WhichOneof("event_type")] = p.timestamp
 
-    # Sleeping (S) time per tid: from switch-out in S to the next waking or switch-in of it.
+    # Sleeping (S) time per tid: from switch-out in S to the next waking or switch-in of it;
+    # each interval is also listed, for checks against known sleep lengths.
     events.sort(key=lambda e: (e[0], e[1]))
     end = service.get("tracing_disabled", events[-1][0] if events else 0)
     sleep_since = {}
     sleeping = collections.Counter()
+    sleep_intervals = collections.defaultdict(list)
     wakers = collections.Counter()
     switches = collections.Counter()
     for ts, cpu, kind, f in events:
@@ -132,23 +134,32 @@ def main(path):
             if state == 1:
                 sleep_since[prev] = ts
             if nxt in sleep_since:
-                sleeping[nxt] += ts - sleep_since.pop(nxt)
+                d = ts - sleep_since.pop(nxt)
+                sleeping[nxt] += d
+                sleep_intervals[nxt].append(d)
         else:
             waker, wakee = f[0], f[1]
             wakers[f"{waker}->{wakee}"] += 1
             if wakee in sleep_since:
-                sleeping[wakee] += ts - sleep_since.pop(wakee)
+                d = ts - sleep_since.pop(wakee)
+                sleeping[wakee] += d
+                sleep_intervals[wakee].append(d)
     for tid, since in sleep_since.items():
         sleeping[tid] += end - since
 
     leaf_by_seq = {}
+    function_by_seq = {}
     for seq, ss in samples.items():
         c = collections.Counter()
+        anywhere = collections.Counter()
         for tid, stack in ss:
             # Callstacks list frames root first: the leaf user frame is the last non-kernel one.
             user = [name for name, kind in stack if kind != pb.Frame.KIND_KERNEL]
             c[f"{tid}:{user[-1] if user else ''}"] += 1
+            for name in set(name for name, _ in stack):
+                anywhere[f"{tid}:{name}"] += 1
         leaf_by_seq[str(seq)] = c
+        function_by_seq[str(seq)] = anywhere
 
     print(json.dumps({
         "packets": len(trace.packet),
@@ -162,8 +173,11 @@ def main(path):
         "unsorted_bundles": unsorted_bundles,
         "switches": {str(k): v for k, v in switches.items()},
         "sleeping_ns": {str(k): v for k, v in sleeping.items()},
+        "sleep_intervals_ns": {str(k): v for k, v in sleep_intervals.items()},
+        "samples_total": {str(k): len(v) for k, v in samples.items()},
         "wakers": wakers,
         "samples_by_leaf": leaf_by_seq,
+        "samples_with_function": function_by_seq,
         "frame_kinds": frame_kinds,
         "unresolved": unresolved,
         "dropped_events": dropped,
