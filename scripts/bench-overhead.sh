@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Overhead of profiling a loaded service: search-server throughput under oha load with no
 # profiler, with `profiler record` at 99 Hz and 999 Hz, and with `perf record -g` at the same
-# rates. Runs are interleaved (every round runs each mode once, in a rotated order) so drift on
-# the shared machine hits all modes alike; each profiled run is reported as a ratio to the
+# rates; with MODES, also `profiler watch`, `profiler trace` and `perf sched record` (the trace
+# and perf sched modes also report their file size per second of capture). Runs are
+# interleaved (every round runs each mode once, in a rotated order) so drift on the shared
+# machine hits all modes alike; each profiled run is reported as a ratio to the
 # unprofiled runs of its own round, and the median over rounds is the result. Because the
 # throughput of a shared 2-core machine is noisy, the script also measures CPU per request:
 # the server's (exact, from schedstat; sampling interrupts are charged to it) plus the
@@ -23,13 +25,19 @@ Throughput and CPU per request that search-server loses to `profiler record` and
 oha load each; prints each mode against the unprofiled runs of its round, and the medians.
 
 Environment: CONNECTIONS (oha connections, default 8), PORT (5077), WARM_SECS (3: unmeasured
-load with the recorder attached before each run).
+load with the recorder attached before each run), MODES (the modes to run, space-separated;
+default "none profiler-99 profiler-999 perf-99 perf-999"; also available:
+  watch       profiler watch --pid SERVER (1 s lines to /dev/null)
+  trace       profiler trace --pid SERVER (999 Hz samples), its window covering the run
+  perf-sched  perf sched record -a (scheduler tracepoints of the whole machine)
+"none" is always run, as the reference).
 Needs: root, perf, oha, curl and python3 (scripts/setup.sh installs them).
 
 Examples:
   sudo scripts/bench-overhead.sh
   sudo flock /work/bench.lock scripts/bench-overhead.sh 10 15
   sudo CONNECTIONS=16 PORT=5077 WARM_SECS=5 scripts/bench-overhead.sh 5 15
+  sudo MODES="watch trace perf-sched" flock /work/bench.lock scripts/bench-overhead.sh 5 10
 EOF
 }
 
@@ -41,6 +49,13 @@ WARM_SECS="${WARM_SECS:-3}"
 PORT="${PORT:-5077}"
 for v in "$ROUNDS" "$RUN_SECS" "$CONNECTIONS" "$PORT" "$WARM_SECS"; do
   is_positive_int "$v" || bad_usage "'$v' is not a positive whole number (ROUNDS, SECONDS_PER_RUN, CONNECTIONS, PORT, WARM_SECS); see --help"
+done
+KNOWN_MODES=" none profiler-99 profiler-999 perf-99 perf-999 watch trace perf-sched "
+requested="${MODES:-profiler-99 profiler-999 perf-99 perf-999}"
+MODES=(none)
+for m in $requested; do
+  case "$KNOWN_MODES" in *" $m "*) ;; *) bad_usage "unknown mode '$m' in MODES; see --help" ;; esac
+  [ "$m" = none ] || MODES+=("$m")
 done
 require_root "recording needs root (eBPF and perf)" "$@"
 require_tools perf oha curl python3
@@ -83,7 +98,14 @@ load() { # load SECONDS OUT.json: successful requests/s over the run
 echo "==> warm-up: ${RUN_SECS}s of load" >&2
 load "$RUN_SECS" "$WORK/warmup.json"
 
-MODES=(none profiler-99 profiler-999 perf-99 perf-999)
+# perf sched record reads the sched tracepoints through tracefs, which is not mounted here by
+# default (shared/toolchain.md); mounting it changes nothing else.
+case " ${MODES[*]} " in *" perf-sched "*)
+  mountpoint -q /sys/kernel/tracing || mount -t tracefs nodev /sys/kernel/tracing ;;
+esac
+# A trace's window covers the attach wait, the warm-up and the run, with room to stop it early.
+TRACE_SECS=$((2 + WARM_SECS + RUN_SECS + 5))
+[ "$TRACE_SECS" -le 60 ] || bad_usage "the trace mode needs WARM_SECS + SECONDS_PER_RUN <= 53 (a trace is at most 60 s)"
 results="$WORK/results.tsv"
 : > "$results"
 for round in $(seq 1 "$ROUNDS"); do
@@ -93,15 +115,30 @@ for round in $(seq 1 "$ROUNDS"); do
   for mode in "${order[@]}"; do
     rate="${mode##*-}"
     recorder_pid=""
+    file=""
+    rm -f "$WORK/trace.perfetto-trace" "$WORK/perf.data"
     case "$mode" in
       profiler-*)
         "$PROFILER" record --pid "$SERVER_PID" -F "$rate" --duration "$((RUN_SECS + 30))s" \
           -o "$WORK/cap.pb.gz" >"$WORK/rec.out" 2>"$WORK/rec.err" &
         recorder_pid=$! ;;
+      watch)
+        "$PROFILER" watch --pid "$SERVER_PID" >"$WORK/rec.out" 2>"$WORK/rec.err" &
+        recorder_pid=$! ;;
+      trace)
+        file="$WORK/trace.perfetto-trace"
+        "$PROFILER" trace --pid "$SERVER_PID" --duration "${TRACE_SECS}s" -o "$file" \
+          >"$WORK/rec.out" 2>"$WORK/rec.err" &
+        recorder_pid=$! ;;
+      perf-sched)
+        file="$WORK/perf.data"
+        perf sched record -a -o "$file" >"$WORK/rec.out" 2>"$WORK/rec.err" &
+        recorder_pid=$! ;;
       perf-*)
         perf record -q -F "$rate" -g -p "$SERVER_PID" -o "$WORK/perf.data" >"$WORK/rec.out" 2>"$WORK/rec.err" &
         recorder_pid=$! ;;
     esac
+    rec_start="$(date +%s.%N)"
     # Let the recorder attach, then run WARM_SECS of unmeasured load in every mode: a
     # recorder's one-off start (loading, first symbolization of the server's debug info) is
     # reported by scripts/bench-record.sh; this measures the steady state of a long recording.
@@ -125,11 +162,17 @@ for round in $(seq 1 "$ROUNDS"); do
       fi
       recorder_pid=""
     fi
+    # File size per second of capture, for the modes that write a timeline.
+    file_rate="-"
+    if [ -n "$file" ]; then
+      [ -s "$file" ] || fail "$mode wrote no $file; its stderr:"$'\n'"$(cat "$WORK/rec.err")"
+      file_rate="$(awk -v b="$(stat -c %s "$file")" -v s="$rec_start" -v e="$(date +%s.%N)" 'BEGIN { printf "%.0f", b / (e - s) }')"
+    fi
     # The profiler's summary says what its eBPF program cost inside the kernel (BPF run-time
     # statistics): a figure the throughput noise of a shared machine does not blur.
     kernel="-"
-    case "$mode" in profiler-*)
-      kernel="$(sed -n 's/.*in kernel:.* \([0-9.]*\)% of one core).*/\1/p' "$WORK/rec.err")"
+    case "$mode" in profiler-* | watch | trace)
+      kernel="$(sed -n 's/.*in kernel:.* \([0-9.]*\)% of one core).*/\1/p' "$WORK/rec.err" | head -1)"
       kernel="${kernel:--}" ;;
     esac
     rps="$(python3 -c 'import json,sys; s=json.load(open(sys.argv[1]))["summary"]; print(s["requestsPerSec"]*s["successRate"])' "$WORK/run.json")"
@@ -138,26 +181,27 @@ for round in $(seq 1 "$ROUNDS"); do
     srv_us="$(awk -v a="$srv_ns0" -v b="$srv_ns1" -v n="$requests" 'BEGIN { printf "%.3f", (b - a) / 1000 / (n > 0 ? n : 1) }')"
     rec_us="$(awk -v a="$rec_ns0" -v b="$rec_ns1" -v n="$requests" 'BEGIN { printf "%.3f", (b - a) / 1000 / (n > 0 ? n : 1) }')"
     own="$(awk -v a="$cpu0" -v b="$cpu1" -v s="$t0" -v e="$t1" 'BEGIN { printf "%.3f", 100 * (b - a) / (e - s) }')"
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$mode" "$rps" "$own" "$kernel" "$srv_us" "$rec_us" >> "$results"
-    printf 'round %s  %-13s %10.1f req/s  server %7.2f us/req  recorder %6.3f us/req (%5.2f%% of a core)  eBPF %s%% of a core\n' \
-      "$round" "$mode" "$rps" "$srv_us" "$rec_us" "$own" "$kernel" >&2
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$mode" "$rps" "$own" "$kernel" "$srv_us" "$rec_us" "$file_rate" >> "$results"
+    printf 'round %s  %-13s %10.1f req/s  server %7.2f us/req  recorder %6.3f us/req (%5.2f%% of a core)  eBPF %s%% of a core  file %s B/s\n' \
+      "$round" "$mode" "$rps" "$srv_us" "$rec_us" "$own" "$kernel" "$file_rate" >&2
   done
 done
 
-python3 - "$results" "$ROUNDS" "$RUN_SECS" "$CONNECTIONS" "$(nproc)" <<'PY'
+python3 - "$results" "$ROUNDS" "$RUN_SECS" "$CONNECTIONS" "$(nproc)" "${MODES[*]}" <<'PY'
 import statistics, sys
 from collections import defaultdict
-path, rounds, secs, conns, ncpu = sys.argv[1:]
+path, rounds, secs, conns, ncpu, modes = sys.argv[1:]
 ncpu = int(ncpu)
+modes = modes.split()
 rps = defaultdict(dict); own = defaultdict(list); kern = defaultdict(list)
-srv = defaultdict(dict); rec = defaultdict(dict)
+srv = defaultdict(dict); rec = defaultdict(dict); file_rate = defaultdict(list)
 for line in open(path):
-    r, mode, v, cpu, k, s_us, r_us = line.rstrip("\n").split("\t")
+    r, mode, v, cpu, k, s_us, r_us, fr = line.rstrip("\n").split("\t")
     rps[mode][r] = float(v); own[mode].append(float(cpu))
     srv[mode][r] = float(s_us); rec[mode][r] = float(r_us)
     if k != "-": kern[mode].append(float(k))
-targets = {"profiler-99": 1.0, "profiler-999": 3.0}
-modes = ["none", "profiler-99", "profiler-999", "perf-99", "perf-999"]
+    if fr != "-": file_rate[mode].append(float(fr))
+targets = {"profiler-99": 1.0, "profiler-999": 3.0, "watch": 2.0}
 base = rps["none"]
 bmed = statistics.median(base.values())
 med = statistics.median
@@ -192,12 +236,21 @@ for mode in modes:
 print("(recorder CPU: the recorder process over the measured load, % of one core; eBPF: time in")
 print(" the profiler's eBPF program, from the kernel's BPF run-time statistics, % of one core)")
 print()
+if file_rate:
+    print("3) timeline files: bytes per second of capture (file size / recorder lifetime)")
+    for mode in modes:
+        if file_rate[mode]:
+            v = med(file_rate[mode])
+            print(f"{mode:<14}{v / 1024:>10.0f} KiB/s  ({min(file_rate[mode]) / 1024:.0f}..{max(file_rate[mode]) / 1024:.0f})")
+    print()
 for rate in ("99", "999"):
     p, q = f"profiler-{rate}", f"perf-{rate}"
-    print(f"{rate} Hz vs perf record -g: throughput loss {loss_tp[p]:.2f}% vs {loss_tp[q]:.2f}% ({'less' if loss_tp[p] < loss_tp[q] else 'NOT less'}); "
-          f"CPU cost {cost[p]:.2f}% vs {cost[q]:.2f}% ({'less' if cost[p] < cost[q] else 'NOT less'})")
-cpu99 = med(own["profiler-99"])
-print(f"profiler own CPU at 99 Hz: {cpu99:.2f}% of one core (target < 1%): {'met' if cpu99 < 1 else 'NOT MET'}")
+    if p in loss_tp and q in loss_tp:
+        print(f"{rate} Hz vs perf record -g: throughput loss {loss_tp[p]:.2f}% vs {loss_tp[q]:.2f}% ({'less' if loss_tp[p] < loss_tp[q] else 'NOT less'}); "
+              f"CPU cost {cost[p]:.2f}% vs {cost[q]:.2f}% ({'less' if cost[p] < cost[q] else 'NOT less'})")
+if own["profiler-99"]:
+    cpu99 = med(own["profiler-99"])
+    print(f"profiler own CPU at 99 Hz: {cpu99:.2f}% of one core (target < 1%): {'met' if cpu99 < 1 else 'NOT MET'}")
 print("per-round throughput ratios:", {m: [round(rps[m][r] / base[r], 4) for r in sorted(rps[m])] for m in modes if m != "none"})
 print("per-round CPU cost %:", {m: [round(100 * ((srv[m][r] + rec[m][r]) / srv["none"][r] - 1), 2) for r in sorted(srv[m])] for m in modes if m != "none"})
 PY

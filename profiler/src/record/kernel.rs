@@ -29,6 +29,28 @@ pub struct ProgramCost {
     pub run_time: Duration,
 }
 
+impl ProgramCost {
+    /// One line for people: the time all of `costs` ran in the kernel over `elapsed`, or None
+    /// when the kernel kept no statistics.
+    pub fn total_line(costs: &[ProgramCost], elapsed: Duration) -> Option<String> {
+        let runs: u64 = costs.iter().map(|c| c.runs).sum();
+        if runs == 0 {
+            return None;
+        }
+        let run = costs
+            .iter()
+            .map(|c| c.run_time)
+            .sum::<Duration>()
+            .as_secs_f64();
+        Some(format!(
+            "in kernel: {run:.3} s in {} programs over {runs} runs ({:.2} us per run, {:.2}% of one core)",
+            costs.len(),
+            run * 1e6 / runs as f64,
+            100.0 * run / elapsed.as_secs_f64().max(1e-3)
+        ))
+    }
+}
+
 /// The loaded object and the maps the session owns.
 pub struct Kernel {
     pub bpf: Ebpf,

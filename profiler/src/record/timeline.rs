@@ -3,9 +3,9 @@
 //! hash in an LRU map (see `profiler_ebpf::timeline`). It produces no aggregated samples; the
 //! consumer reads records, stacks and losses through a [`TimelineHandle`] while it records.
 //!
-//! Bounds: the ring buffer holds `duration × expected rate` records (capped), so a consumer
-//! that falls behind for a while (symbolizing a large binary the first time) loses nothing up
-//! to that rate; what still does not fit is counted per CPU and kind in the kernel.
+//! Bounds: the ring buffer holds `duration × expected rate` records (capped at 64 MiB), so a
+//! consumer that falls behind for a while (symbolizing a large binary the first time) loses
+//! nothing up to that rate; what still does not fit is counted per CPU and kind in the kernel.
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -37,9 +37,9 @@ const SWITCHES_PER_CPU_HZ: u64 = 20_000;
 /// A record and the ring buffer's 8-byte header.
 const RECORD_BYTES: u64 = size_of::<TimelineEvent>() as u64 + 8;
 const MIN_RING_BYTES: u64 = 1 << 20;
-/// 256 MiB: a minute of the loaded server on 8 CPUs fits; longer or busier windows lose
-/// events only if the consumer falls behind.
-pub const MAX_RING_BYTES: u64 = 1 << 28;
+/// 64 MiB, about 640k records: 16 s of the loaded search-server's events even if the consumer
+/// read nothing; it reads every 100 ms, so a larger buffer would only hold kernel memory.
+pub const MAX_RING_BYTES: u64 = 1 << 26;
 /// Distinct stacks kept (about 1 KiB each); the consumer reads new ones within a drain.
 const STACKS: u32 = 16_384;
 

@@ -21,6 +21,7 @@ use super::model::{
     Timeline, Waking,
 };
 use super::{TraceError, WriteStats, write_timeline};
+use crate::record::kernel::ProgramCost;
 use crate::record::timeline::{TimelineCollector, TimelineHandle};
 use crate::record::{self, RecordError, Session, StopReason, TargetSpec, Wake};
 
@@ -173,6 +174,10 @@ pub fn record_trace(opts: &TraceOptions) -> Result<Traced, TraceRecordError> {
             builder.evicted
         ));
     }
+    notes.extend(ProgramCost::total_line(
+        &session.program_cost(),
+        started.elapsed(),
+    ));
     notes.extend(
         session
             .invariant_violations()?

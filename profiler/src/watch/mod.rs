@@ -18,6 +18,7 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use crate::record::kernel::ProgramCost;
 use crate::record::sched::{SchedCollector, SchedHandle};
 use crate::record::{self, RecordError, Session, TargetSpec, Wake};
 pub use interval::{AllocSource, End, Interval};
@@ -186,7 +187,8 @@ pub fn watch(
         }
     };
     session.stop()?;
-    for n in losses(&session)? {
+    let cost = ProgramCost::total_line(&session.program_cost(), started.elapsed());
+    for n in losses(&session)?.into_iter().chain(cost) {
         emit(Output::Note(&n)).map_err(WatchError::Output)?;
     }
     let mut targets = session.into_targets();
