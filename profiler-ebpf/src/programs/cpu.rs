@@ -87,7 +87,8 @@ pub fn sample(
         user_stack,
         kernel_stack,
     };
-    let counts = counts[(set & 1) as usize];
+    // A branch, not an index: the verifier must see which map each path uses.
+    let counts = if set == 0 { counts[0] } else { counts[1] };
     // The key holds the tid and a thread runs on one CPU at a time, so no two CPUs update
     // the same entry concurrently: a plain increment is exact.
     if let Some(n) = counts.get_ptr_mut(&key) {

@@ -173,6 +173,12 @@ pub trait Collector {
         Ok(())
     }
 
+    /// The targets run now (a launched command has `exec`ed): for what can only be set in the
+    /// running program.
+    fn targets_running(&mut self, _targets: &Targets) -> Result<(), RecordError> {
+        Ok(())
+    }
+
     /// Detaches its programs; its maps stay readable for a last drain.
     fn detach(&mut self, bpf: &mut Ebpf);
 

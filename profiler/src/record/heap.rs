@@ -176,6 +176,10 @@ struct Hooked {
     rate: u64,
     /// The heap-sampler's registry, when hooked through its probes (its exact totals).
     registry: Option<RegistryRef>,
+    /// Link-time addresses of the probes' semaphores (heap-sampler only).
+    semaphores: Vec<u64>,
+    /// Semaphores raised by hand (runtime addresses), lowered again at detach.
+    raised: Vec<u64>,
     _events: Vec<OwnedFd>,
 }
 
@@ -338,6 +342,12 @@ impl HeapCollector {
             ),
             rate: 0,
             registry: Some(RegistryRef::NotFound),
+            semaphores: probes
+                .iter()
+                .filter(|p| p.semaphore != 0)
+                .map(|p| p.semaphore)
+                .collect(),
+            raised: Vec::new(),
             _events: events,
         });
         Ok(())
@@ -426,6 +436,8 @@ impl HeapCollector {
             what: format!("uprobes on {}", names.join("; ")),
             rate: self.opts.rate,
             registry: None,
+            semaphores: Vec::new(),
+            raised: Vec::new(),
             _events: events,
         });
         Ok(())
@@ -744,8 +756,37 @@ impl Collector for HeapCollector {
         Ok(())
     }
 
+    /// The kernel raises a USDT semaphore itself (the probe's `ref_ctr_offset`) in a process
+    /// that runs when the probe is opened; for a command probed before its `exec`, the
+    /// semaphore was found still at 0 (Linux 6.18), so it is raised here, by hand, once the
+    /// program runs, and lowered at the end.
+    fn targets_running(&mut self, _targets: &Targets) -> Result<(), RecordError> {
+        for h in &mut self.hooked {
+            if h.semaphores.is_empty() {
+                continue;
+            }
+            let Ok(bias) = heap_sampler::remote::elf::load_bias_of(h.pid as i32) else {
+                continue;
+            };
+            for &s in &h.semaphores {
+                let addr = bias + s;
+                if let Ok(0) = heap_sampler::remote::adjust_semaphore(h.pid as i32, addr, 0)
+                    && heap_sampler::remote::adjust_semaphore(h.pid as i32, addr, 1).is_ok()
+                {
+                    h.raised.push(addr);
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn detach(&mut self, _bpf: &mut Ebpf) {
         self.refresh_sampler_totals();
+        for h in &mut self.hooked {
+            for addr in h.raised.drain(..) {
+                let _ = heap_sampler::remote::adjust_semaphore(h.pid as i32, addr, -1);
+            }
+        }
         // Closing the events detaches the probes and lowers the semaphores.
         for h in &mut self.hooked {
             h._events.clear();

@@ -114,6 +114,9 @@ impl Session {
             return Err(RecordError::ExitedBeforeAttach(pid));
         }
         targets.release()?;
+        for slot in &mut slots {
+            slot.collector.targets_running(&targets)?;
+        }
         Ok(Session {
             kernel,
             targets,
