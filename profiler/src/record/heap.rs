@@ -233,6 +233,25 @@ impl HeapCollector {
         self.maps.as_ref().ok_or(RecordError::NotAttached("heap"))
     }
 
+    /// The frames of an allocation stack. A stack from an allocator uprobe starts at the
+    /// allocator's first instruction: that frame is dropped, so the allocation site (its
+    /// caller) is the leaf, as in Go's heap profiles. (The heap-sampler's own frames are
+    /// dropped at assembly, by name.)
+    fn allocation_frames(&mut self, pid: u32, hash: u64) -> StackSource {
+        match self.frames(hash) {
+            StackSource::Frames(ips) if self.via_uprobes(pid) && ips.len() > 1 => {
+                StackSource::Frames(ips[1..].to_vec())
+            }
+            other => other,
+        }
+    }
+
+    fn via_uprobes(&self, pid: u32) -> bool {
+        self.hooked
+            .iter()
+            .any(|h| h.pid == pid && h.registry.is_none())
+    }
+
     /// The frames of a stack hash, read once from the kernel's LRU map.
     fn frames(&mut self, hash: u64) -> StackSource {
         if hash == NO_STACK {
@@ -803,7 +822,7 @@ impl Collector for HeapCollector {
             entries
         };
         for (k, v) in entries {
-            let user = self.frames(k.user_stack);
+            let user = self.allocation_frames(k.tgid, k.user_stack);
             out.push(Drained {
                 pid: k.tgid,
                 tid: k.tid,
@@ -832,7 +851,7 @@ impl Collector for HeapCollector {
             e.1 += l.size;
         }
         for ((tgid, tid, stack), (count, bytes)) in live {
-            let user = self.frames(stack);
+            let user = self.allocation_frames(tgid, stack);
             out.push(Drained {
                 pid: tgid,
                 tid,
