@@ -20,6 +20,7 @@ use profiler_ebpf::sched::{
 use super::RecordError;
 use super::collector::{Collector, Counters, Drained, Sizing};
 use super::kernel::{ProgramCost, bpf_err, program_cost, read_counters, take_map};
+use super::targets::Targets;
 use crate::profile::ValueType;
 
 /// Target threads the maps hold at once (threads that exited are removed at each drain).
@@ -224,7 +225,7 @@ impl Collector for SchedCollector {
             .map_max_entries(WATCH_QUEUED, THREADS);
     }
 
-    fn attach(&mut self, bpf: &mut Ebpf) -> Result<(), RecordError> {
+    fn attach(&mut self, bpf: &mut Ebpf, _targets: &Targets) -> Result<(), RecordError> {
         self.maps = Some(Maps {
             threads: BpfHashMap::try_from(take_map(bpf, WATCH_THREADS)?)
                 .map_err(bpf_err("opening WATCH_THREADS"))?,

@@ -28,6 +28,7 @@ use super::btf;
 use super::collector::{Collector, Counters, Drained, Sizing};
 use super::cpu::MAX_FREQUENCY;
 use super::kernel::{ProgramCost, bpf_err, program_cost, read_counters, take_map};
+use super::targets::Targets;
 use crate::profile::ValueType;
 
 /// Context switches per second per CPU the ring buffer is sized for: search-server under load
@@ -228,7 +229,7 @@ impl Collector for TimelineCollector {
             .map_max_entries(TIMELINE_STACKS, STACKS);
     }
 
-    fn attach(&mut self, bpf: &mut Ebpf) -> Result<(), RecordError> {
+    fn attach(&mut self, bpf: &mut Ebpf, _targets: &Targets) -> Result<(), RecordError> {
         *self.handle.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(Maps {
             events: RingBuf::try_from(take_map(bpf, TIMELINE_EVENTS)?)
                 .map_err(bpf_err("opening TIMELINE_EVENTS"))?,

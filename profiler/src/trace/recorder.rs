@@ -116,7 +116,7 @@ pub fn record_trace(opts: &TraceOptions) -> Result<Traced, TraceRecordError> {
         if remaining.is_zero() {
             break StopReason::Duration;
         }
-        if session.wait(remaining.min(READ_EVERY)) == Wake::TargetsExited {
+        if session.wait(remaining.min(READ_EVERY))? == Wake::TargetsExited {
             break StopReason::TargetExited;
         }
         if interrupted.load(Ordering::Relaxed) {

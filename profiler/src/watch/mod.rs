@@ -148,7 +148,7 @@ pub fn watch(
             if now >= due {
                 break None;
             }
-            if session.wait((due - now).min(TICK)) == Wake::TargetsExited {
+            if session.wait((due - now).min(TICK))? == Wake::TargetsExited {
                 break Some(End::Exited);
             }
             if interrupted.load(Ordering::Relaxed) {
