@@ -1,8 +1,9 @@
 //! `profiler watch` on real processes (root, real eBPF): a workload with a known allocation
 //! rate through heap-sampler and a known number of threads, one of them CPU-bound
 //! (heap-sampler/examples/alloc_rate.rs), gives those rates within 10%, the exact thread count
-//! and 100% ± 10 of a CPU for the spinner; a target that exits mid-watch ends it cleanly with a
-//! last line; a launched command passes its exit code on; bad input fails up front.
+//! and 100% ± 10 of a CPU for the spinner, and `--alloc-probes` counts the same calls with
+//! uprobes; a target that exits mid-watch ends it cleanly with a last line; a launched command
+//! passes its exit code on; bad input fails up front.
 
 mod common;
 
@@ -154,6 +155,32 @@ fn allocation_rates_threads_and_cpu_of_a_known_workload() {
     );
     for l in &lines {
         assert!(l.split(' ').skip(2).all(|f| f.contains('=')), "{l}");
+    }
+}
+
+#[test]
+fn alloc_probes_count_every_allocator_call() {
+    require_root();
+    let _serial = serial();
+    let (_child, pid) = start_alloc_rate("30");
+    let pid = pid.to_string();
+    let out = watch(&["--pid", &pid, "--json", "--count", "3", "--alloc-probes"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("uprobes on libc"), "{stderr}");
+    for i in json_lines(&out) {
+        let a = &i["alloc"];
+        let ctx = || serde_json::to_string_pretty(&i).unwrap();
+        assert_eq!(a["source"], "alloc-probes", "{}", ctx());
+        // heap-sampler allocates through libc's malloc: the same calls, counted below it.
+        let rate = |k: &str| a[k].as_f64().unwrap_or_else(|| panic!("no {k}: {}", ctx()));
+        assert!(within(rate("allocs_per_s"), RATE, 0.1), "{}", ctx());
+        assert!(within(rate("frees_per_s"), RATE, 0.1), "{}", ctx());
+        assert!(
+            within(rate("alloc_bytes_per_s"), RATE * SIZE, 0.1),
+            "{}",
+            ctx()
+        );
+        assert!(a["live_bytes"].is_null(), "{}", ctx());
     }
 }
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::snapshot::Snapshot;
+use super::snapshot::{ProbeCounts, Snapshot};
 use crate::trace::summary::LatencyHistogram;
 
 /// Why the last interval ended early.
@@ -78,6 +78,8 @@ pub struct SchedFigures {
 pub enum AllocSource {
     /// The heap sampler's exact counters, read from the target's memory.
     HeapSampler,
+    /// Uprobes on the allocator's functions, counting every call (`--alloc-probes`).
+    AllocProbes,
     /// None: memory and page faults only.
     None,
 }
@@ -190,17 +192,25 @@ impl Interval {
         };
 
         let heap = prev.heap.zip(cur.heap);
+        let probes = prev.probes.zip(cur.probes);
         let delta = |a: Option<u64>, b: Option<u64>| a.zip(b).map(|(a, b)| b as i64 - a as i64);
         let rss = |s: &Snapshot| s.process.as_ref().and_then(|p| p.rss_bytes);
+        // Both sources count the same three things; the live heap only the sampler knows.
+        let counts = |h: fn(&heap_sampler::Totals) -> u64, p: fn(&ProbeCounts) -> u64| {
+            heap.map(|(a, b)| rate(h(&a), h(&b)))
+                .or_else(|| probes.map(|(a, b)| rate(p(&a), p(&b))))
+        };
         let alloc = AllocFigures {
             source: if cur.heap.is_some() {
                 AllocSource::HeapSampler
+            } else if cur.probes.is_some() {
+                AllocSource::AllocProbes
             } else {
                 AllocSource::None
             },
-            allocs_per_s: heap.map(|(a, b)| rate(a.allocs, b.allocs)),
-            frees_per_s: heap.map(|(a, b)| rate(a.frees, b.frees)),
-            alloc_bytes_per_s: heap.map(|(a, b)| rate(a.alloc_bytes, b.alloc_bytes)),
+            allocs_per_s: counts(|t| t.allocs, |p| p.allocs),
+            frees_per_s: counts(|t| t.frees, |p| p.frees),
+            alloc_bytes_per_s: counts(|t| t.alloc_bytes, |p| p.alloc_bytes),
             live_bytes: cur.heap.map(|h| h.live_bytes()),
             live_delta_bytes: heap.map(|(a, b)| b.live_bytes() as i64 - a.live_bytes() as i64),
             rss_bytes: rss(cur),
@@ -385,6 +395,13 @@ impl fmt::Display for Interval {
                 opt(a.alloc_bytes_per_s, bytes),
                 with_delta(a.live_bytes, a.live_delta_bytes),
             )?,
+            AllocSource::AllocProbes => write!(
+                f,
+                "alloc-probes allocs={} frees={} alloc_bytes={} ",
+                opt(a.allocs_per_s, count),
+                opt(a.frees_per_s, count),
+                opt(a.alloc_bytes_per_s, bytes),
+            )?,
             AllocSource::None => write!(f, "none ")?,
         }
         writeln!(
@@ -478,6 +495,7 @@ mod tests {
             ]),
             sched,
             heap: None,
+            probes: None,
         }
     }
 

@@ -7,7 +7,8 @@
 //! Sources, by cost: counts of events come from the scheduler collector's tracepoint programs
 //! (`record::sched`), time integrals and states from the kernel's own accounting in `/proc`
 //! (`snapshot`), allocation counters from the sampler's registry in the target's memory. No
-//! uprobe runs: a uprobe per malloc would cost the target far more than it measures.
+//! uprobe runs unless asked (`alloc_probes`): a uprobe per malloc costs the target far more
+//! than it measures; asked, the heap collector's allocator uprobes count every call.
 //!
 //! The loop drives a [`Session`]; [`interval`] turns two snapshots into the figures, pure.
 
@@ -20,12 +21,17 @@ use std::time::{Duration, Instant};
 
 use crate::record::kernel::ProgramCost;
 use crate::record::sched::{SchedCollector, SchedHandle};
-use crate::record::{self, RecordError, Session, TargetSpec, Wake};
+use crate::record::{
+    self, Collector, HeapCollector, HeapMode, HeapOptions, RecordError, Session, TargetSpec, Wake,
+};
 pub use interval::{AllocSource, End, Interval};
-use snapshot::{HeapCounters, ProcessStats, Snapshot, read_threads};
+use snapshot::{HeapCounters, ProbeCounts, ProcessStats, Snapshot, read_threads};
 
 /// How often the loop looks at Ctrl-C and lifecycle events between two lines.
 const TICK: Duration = Duration::from_millis(100);
+/// The heap collector's sampling rate with `--alloc-probes`: 1 TiB between samples, so it only
+/// counts (watch shows rates, not stacks).
+const COUNT_ONLY_RATE: u64 = 1 << 40;
 /// A last interval shorter than this (the target exited right after a line) is not printed.
 const SHORTEST_LAST: Duration = Duration::from_millis(10);
 
@@ -38,6 +44,8 @@ pub struct WatchOptions {
     pub detail: bool,
     /// Stop after this many intervals.
     pub count: Option<u64>,
+    /// Count allocations with uprobes on the allocator's functions (every call traps).
+    pub alloc_probes: bool,
 }
 
 impl WatchOptions {
@@ -106,21 +114,39 @@ pub fn watch(
     opts.validate()?;
     record::check_privileges()?;
     let (collector, handle) = SchedCollector::new(opts.detail);
-    let mut session = Session::start(&opts.target, vec![Box::new(collector)])?;
+    let mut collectors: Vec<Box<dyn Collector>> = vec![Box::new(collector)];
+    if opts.alloc_probes {
+        // Counting only: a sampling rate no program reaches, so no stack is ever taken.
+        collectors.push(Box::new(HeapCollector::new(HeapOptions {
+            rate: COUNT_ONLY_RATE,
+            min_age: None,
+            mode: HeapMode::Uprobes,
+        })?));
+    }
+    let mut session = Session::start(&opts.target, collectors)?;
     let interrupted = record::install_interrupt()?;
     let pid = session.targets().initial()[0].pid();
     let mut notes = Vec::new();
     let heap = match HeapCounters::find(pid) {
+        _ if opts.alloc_probes => None,
         Ok(h) => h,
         Err(e) => {
             notes.push(format!("ALLOC: cannot look for the heap sampler: {e}"));
             None
         }
     };
-    if heap.is_none() {
+    if opts.alloc_probes {
+        let hooked = session.collectors().flat_map(|c| c.notes());
+        notes.extend(
+            hooked
+                .filter(|n| n.contains("pid") || n.contains("not hooked"))
+                .map(|n| format!("ALLOC: --alloc-probes: {n}")),
+        );
+    } else if heap.is_none() {
         notes.push(format!(
             "ALLOC: pid {pid} does not link heap-sampler: memory and page faults only (install \
-             heap_sampler::Sampler as its global allocator for allocation counts)"
+             heap_sampler::Sampler as its global allocator for allocation counts, or count \
+             with --alloc-probes at a uprobe's cost per call)"
         ));
     }
     for n in notes.drain(..) {
@@ -137,12 +163,23 @@ pub fn watch(
         _ => None,
     };
 
-    let started = Instant::now();
-    let mut prev = read(&mut session, &handle, pid, &mut read_heap, &mut notes)?;
+    let probes = opts.alloc_probes;
+    let mut prev = read(
+        &mut session,
+        &handle,
+        pid,
+        probes,
+        &mut read_heap,
+        &mut notes,
+    )?;
+    // Intervals run from the first reading (which can take a while: it reads the maps of
+    // the target and, with --alloc-probes, hooks its allocator), on a fixed schedule; a tick
+    // missed while a reading ran long is skipped, never squeezed into a short interval.
+    let started = prev.at.unwrap_or_else(Instant::now);
+    let mut due = started + opts.interval;
     let mut waits = Waits::default();
     let mut lines = 0u64;
     let stop = loop {
-        let due = started + opts.interval * (lines as u32 + 1);
         let end = loop {
             let now = Instant::now();
             if now >= due {
@@ -155,7 +192,14 @@ pub fn watch(
                 break Some(End::Interrupted);
             }
         };
-        let cur = read(&mut session, &handle, pid, &mut read_heap, &mut notes)?;
+        let cur = read(
+            &mut session,
+            &handle,
+            pid,
+            probes,
+            &mut read_heap,
+            &mut notes,
+        )?;
         let span = match (prev.at, cur.at) {
             (Some(a), Some(b)) => b.saturating_duration_since(a),
             _ => Duration::ZERO,
@@ -179,6 +223,10 @@ pub fn watch(
         }
         lines += 1;
         prev = cur;
+        due += opts.interval;
+        while due <= Instant::now() {
+            due += opts.interval;
+        }
         match end {
             Some(End::Exited) => break Stop::Exited,
             Some(End::Interrupted) => break Stop::Interrupted,
@@ -211,18 +259,32 @@ fn read(
     session: &mut Session,
     handle: &SchedHandle,
     pid: u32,
+    probes: bool,
     read_heap: &mut impl FnMut(&mut Vec<String>) -> Option<heap_sampler::Totals>,
     notes: &mut Vec<String>,
 ) -> Result<Snapshot, WatchError> {
     session.drain()?;
     let sched = handle.take().unwrap_or_default();
     let at = Instant::now();
+    let probes = if probes {
+        session.counters()?.get("heap").map(|c| {
+            let get = |k: &str| c.get(k).copied().unwrap_or(0);
+            ProbeCounts {
+                allocs: get("calls"),
+                alloc_bytes: get("bytes"),
+                frees: get("frees").saturating_sub(get("free_null")),
+            }
+        })
+    } else {
+        None
+    };
     Ok(Snapshot {
         at: Some(at),
         process: ProcessStats::read(pid),
         threads: read_threads(pid),
         sched,
         heap: read_heap(notes),
+        probes,
     })
 }
 

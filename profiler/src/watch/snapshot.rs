@@ -1,7 +1,7 @@
 //! What `watch` reads at the end of each interval, besides the scheduler collector's
 //! [`SchedReading`]: the process's and its threads' accounting from `/proc` (CPU time, time
-//! waiting on a run queue, states, faults, memory) and the heap sampler's exact counters when
-//! the target links it. A figure that cannot be read (the process is gone) is `None`, not an
+//! waiting on a run queue, states, faults, memory), the heap sampler's exact counters when
+//! the target links it, and the allocator uprobes' counts when asked for. A figure that cannot be read (the process is gone) is `None`, not an
 //! error.
 
 use std::collections::BTreeMap;
@@ -20,6 +20,19 @@ pub struct Snapshot {
     pub threads: BTreeMap<u32, ThreadStats>,
     pub sched: SchedReading,
     pub heap: Option<Totals>,
+    /// Allocator calls counted by uprobes (`--alloc-probes`), since they were attached.
+    pub probes: Option<ProbeCounts>,
+}
+
+/// What the allocator uprobes counted: every call, exactly.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProbeCounts {
+    /// malloc, calloc, realloc (to a size), the aligned allocators.
+    pub allocs: u64,
+    /// Bytes asked for by those calls.
+    pub alloc_bytes: u64,
+    /// free and realloc of a non-NULL pointer.
+    pub frees: u64,
 }
 
 /// `/proc/PID/stat` and `/proc/PID/status`, and the process's CPU affinity.
