@@ -3,14 +3,18 @@
 //! (tests/support/perfetto_check.py) and with `profiler trace --summary`: the sleeper's sleeping
 //! intervals add up to its known 30 ms + 10 ms sleeps, the spinner's CPU samples name its
 //! function, the pipe reader is woken by the writer, and the summary's blocked times agree.
-//! Also: a launched command, and bad input (durations of 0 or too long, unwritable output).
+//! Also: heap counters of a program with a known allocation rate (`--heap`), a launched
+//! command, and bad input (durations of 0 or too long, unwritable output).
 
 mod common;
 
 use std::path::Path;
 use std::process::Output;
 
-use common::{Workload, perfetto_view, profiler_cmd, require_root, scratch, serial, workload};
+use common::{
+    ALLOC_RATE, ALLOC_SIZE, Workload, perfetto_view, profiler_cmd, require_root, scratch, serial,
+    start_alloc_rate, workload,
+};
 use serde_json::Value;
 
 const MS: f64 = 1e6;
@@ -221,6 +225,67 @@ fn a_trace_of_known_waits_reads_right_in_perfetto_and_in_the_summary() {
     );
     assert_eq!(from_file["health"]["lost_sched_events"], 0);
     drop(w);
+}
+
+#[test]
+fn heap_counters_give_the_known_allocation_rate() {
+    require_root();
+    let _serial = serial();
+    let (_child, pid) = start_alloc_rate("30");
+    let dir = scratch();
+    let file = dir.path().join("heap.perfetto-trace");
+    let out = trace(&[
+        "--pid",
+        &pid.to_string(),
+        "--duration",
+        "3s",
+        "--heap",
+        "-o",
+        file.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("heap-sampler"),
+        "hooked through the sampler: {stderr}"
+    );
+    let v = perfetto_view(&file);
+    assert_eq!(v["unresolved"], 0);
+    let values = |name: &str| -> Vec<f64> {
+        let mut vs: Vec<f64> = v["counters"][name]
+            .as_array()
+            .unwrap_or_else(|| panic!("no counter {name}: {}", v["counters"]))
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect();
+        vs.sort_by(f64::total_cmp);
+        vs
+    };
+    let median = |vs: &[f64]| vs[vs.len() / 2];
+    let allocs = values("heap: allocations/s");
+    assert!(allocs.len() >= 5, "{allocs:?}");
+    assert!(within(median(&allocs), ALLOC_RATE, 0.1), "{allocs:?}");
+    let bytes = values("heap: allocated bytes/s");
+    assert!(
+        within(median(&bytes), ALLOC_RATE * ALLOC_SIZE, 0.1),
+        "{bytes:?}"
+    );
+    // 1,000 blocks kept alive, and little else.
+    let live = values("heap: live bytes");
+    assert!(
+        live.iter()
+            .all(|l| (1000.0 * ALLOC_SIZE..2000.0 * ALLOC_SIZE + 65536.0).contains(l)),
+        "{live:?}"
+    );
+    assert_eq!(v["counter_units"]["heap: live bytes"], "UNIT_SIZE_BYTES");
+    // The summary of the file shows them too.
+    let summary = summary_json(&file);
+    let names: Vec<&str> = summary["counters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"heap: live bytes"), "{names:?}");
 }
 
 #[test]

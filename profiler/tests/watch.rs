@@ -7,15 +7,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Output;
 
-use common::{Reaped, Workload, cargo_example, profiler_cmd, require_root, serial, workload};
+use common::{Workload, profiler_cmd, require_root, serial, start_alloc_rate, workload};
 use serde_json::Value;
 
-const RATE: f64 = 20_000.0;
-const SIZE: f64 = 256.0;
-const THREADS: u64 = 6;
+use common::{ALLOC_RATE as RATE, ALLOC_SIZE as SIZE, ALLOC_THREADS as THREADS};
 
 fn watch(args: &[&str]) -> Output {
     let out = profiler_cmd()
@@ -42,38 +39,6 @@ fn json_lines(out: &Output) -> Vec<Value> {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .collect()
-}
-
-/// alloc_rate at high priority, so that other work on the machine (builds, other tests) does
-/// not take its spinner's CPU: the test checks what watch measures, not the machine's load.
-/// With autogroups (the kernel's default), sessions share the CPUs by their group's nice, so
-/// the workload gets a session (`setsid`) whose group is then given nice -19.
-fn start_alloc_rate(secs: &str) -> (Reaped, u32) {
-    let exe = cargo_example("heap-sampler", "alloc_rate");
-    let mut child: Child = Command::new("setsid")
-        .args(["nice", "-n", "-19"])
-        .arg(&exe)
-        .args([
-            &RATE.to_string(),
-            &SIZE.to_string(),
-            &THREADS.to_string(),
-            secs,
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start alloc_rate");
-    let mut first = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut first)
-        .expect("alloc_rate prints its pid");
-    let pid = first
-        .split_whitespace()
-        .nth(2)
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("unexpected first line {first:?}"));
-    // Without autogroups the file is absent and nice alone does it.
-    let _ = std::fs::write(format!("/proc/{pid}/autogroup"), "-19");
-    (Reaped(child), pid)
 }
 
 fn within(got: f64, want: f64, tolerance: f64) -> bool {

@@ -32,8 +32,8 @@ pub mod summary;
 use std::path::PathBuf;
 
 pub use model::{
-    CpuSample, Frame, Losses, ProcessInfo, SchedEvent, StackId, StackTable, Switch, Task,
-    TaskState, ThreadInfo, Timeline, Waking,
+    Counter, CounterUnit, CpuSample, Frame, Losses, ProcessInfo, SchedEvent, StackId, StackTable,
+    Switch, Task, TaskState, ThreadInfo, Timeline, Waking,
 };
 pub use perfetto::{TraceWriter, WriteStats, write_timeline};
 pub use read::{ReadStats, read_trace, read_trace_file};

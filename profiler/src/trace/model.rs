@@ -37,6 +37,25 @@ pub struct Timeline {
     pub stacks: StackTable,
     /// What the kernel could not deliver. Counted, written into the trace, shown in the summary.
     pub losses: Losses,
+    /// Values over time (counter tracks), e.g. the heap's allocation rate and live bytes.
+    pub counters: Vec<Counter>,
+}
+
+/// A value over time: one counter track in Perfetto.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Counter {
+    pub name: String,
+    pub unit: CounterUnit,
+    /// (timestamp ns, value), in time order.
+    pub points: Vec<(u64, f64)>,
+}
+
+/// What a counter's values are (Perfetto shows bytes in KiB/MiB).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CounterUnit {
+    Count,
+    Bytes,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]

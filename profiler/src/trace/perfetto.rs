@@ -16,6 +16,8 @@
 //! - sequence 3, stacks at switch-out: the same, with a `sched:sched_switch` tracepoint
 //!   timebase, one sample per switch that carried a stack. Perfetto shows them as their own
 //!   profile, so off-CPU stacks never mix into the CPU flame graph.
+//! - sequence 4, counters (`--heap`): a `track_descriptor` per counter (a top-level counter
+//!   track, with its unit) and a `track_event` of type counter per value.
 //!
 //! Packets are encoded and written one at a time; nothing but the per-CPU bundle being filled
 //! and the interning tables is held.
@@ -25,7 +27,8 @@ use std::io::Write;
 
 use super::TraceError;
 use super::model::{
-    CpuSample, Frame, Losses, ProcessInfo, SchedEvent, StackId, StackTable, ThreadInfo, Timeline,
+    Counter, CounterUnit, CpuSample, Frame, Losses, ProcessInfo, SchedEvent, StackId, StackTable,
+    ThreadInfo, Timeline,
 };
 use super::proto::{self, ftrace_event, perf_events, trace_packet};
 
@@ -33,6 +36,10 @@ use super::proto::{self, ftrace_event, perf_events, trace_packet};
 const SEQ_SCHED: u32 = 1;
 const SEQ_CPU_SAMPLES: u32 = 2;
 const SEQ_SWITCH_STACKS: u32 = 3;
+const SEQ_COUNTERS: u32 = 4;
+/// Counter track uuids are this plus the counter's index: far from 0, the implicit global
+/// track, and from anything another writer would pick for process or thread tracks.
+pub(super) const COUNTER_UUID_BASE: u64 = 0x7072_6f66_0000_0000;
 
 /// Names of the two sample timebases; the reader tells the sequences apart by them.
 pub(super) const CPU_TIMEBASE_NAME: &str = "cpu-clock";
@@ -50,6 +57,7 @@ pub struct WriteStats {
     pub sched_events: u64,
     pub cpu_samples: u64,
     pub switch_stacks: u64,
+    pub counter_values: u64,
 }
 
 /// Writes `timeline` to `out` as a Perfetto trace.
@@ -66,6 +74,9 @@ pub fn write_timeline<W: Write>(timeline: &Timeline, out: W) -> Result<WriteStat
     }
     for s in &timeline.samples {
         w.cpu_sample(s, &timeline.stacks)?;
+    }
+    for c in &timeline.counters {
+        w.counter(c)?;
     }
     let (_, stats) = w.finish(timeline.end_ns, &timeline.losses)?;
     Ok(stats)
@@ -87,6 +98,8 @@ pub struct TraceWriter<W: Write> {
     bundles: BTreeMap<u32, Vec<proto::FtraceEvent>>,
     cpu_samples: SampleSequence,
     switch_stacks: SampleSequence,
+    /// Counter tracks declared so far.
+    counters: u64,
 }
 
 impl<W: Write> TraceWriter<W> {
@@ -124,6 +137,7 @@ impl<W: Write> TraceWriter<W> {
             bundles: BTreeMap::new(),
             cpu_samples: SampleSequence::new(SEQ_CPU_SAMPLES, cpu_timebase),
             switch_stacks: SampleSequence::new(SEQ_SWITCH_STACKS, switch_timebase),
+            counters: 0,
         };
         w.service_event(
             start_ns,
@@ -234,6 +248,49 @@ impl<W: Write> TraceWriter<W> {
 
     pub fn cpu_sample(&mut self, s: &CpuSample, stacks: &StackTable) -> Result<(), TraceError> {
         self.sample(s, stacks, false)
+    }
+
+    /// A counter track and all its values.
+    pub fn counter(&mut self, c: &Counter) -> Result<(), TraceError> {
+        let uuid = COUNTER_UUID_BASE + self.counters;
+        // The first packet of the sequence says its (empty) incremental state is valid.
+        let flags = (self.counters == 0)
+            .then_some(trace_packet::SequenceFlags::SeqIncrementalStateCleared as u32);
+        self.counters += 1;
+        let unit = match c.unit {
+            CounterUnit::Count => proto::counter_descriptor::Unit::Count,
+            CounterUnit::Bytes => proto::counter_descriptor::Unit::SizeBytes,
+        };
+        self.write_packet(proto::TracePacket {
+            timestamp: Some(c.points.first().map_or(self.start_ns, |p| p.0)),
+            sequence_flags: flags,
+            data: Some(trace_packet::Data::TrackDescriptor(
+                proto::TrackDescriptor {
+                    uuid: Some(uuid),
+                    parent_uuid: None,
+                    name: Some(c.name.clone()),
+                    counter: Some(proto::CounterDescriptor {
+                        unit: Some(unit as i32),
+                    }),
+                },
+            )),
+            ..sequence(SEQ_COUNTERS)
+        })?;
+        for &(ts, value) in &c.points {
+            self.stats.counter_values += 1;
+            self.write_packet(proto::TracePacket {
+                timestamp: Some(ts),
+                data: Some(trace_packet::Data::TrackEvent(proto::TrackEvent {
+                    r#type: Some(proto::track_event::Type::Counter as i32),
+                    track_uuid: Some(uuid),
+                    counter_value_field: Some(
+                        proto::track_event::CounterValueField::DoubleCounterValue(value),
+                    ),
+                })),
+                ..sequence(SEQ_COUNTERS)
+            })?;
+        }
+        Ok(())
     }
 
     /// Flushes everything, writes the losses and the end marker, and hands back the output.

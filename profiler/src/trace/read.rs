@@ -11,8 +11,8 @@ use prost::encoding::{WireType, decode_key, decode_varint};
 
 use super::TraceError;
 use super::model::{
-    CpuSample, Frame, ProcessInfo, SchedEvent, StackId, Switch, Task, TaskState, ThreadInfo,
-    Timeline, Waking,
+    Counter, CounterUnit, CpuSample, Frame, ProcessInfo, SchedEvent, StackId, Switch, Task,
+    TaskState, ThreadInfo, Timeline, Waking,
 };
 use super::perfetto::{CPU_TIMEBASE_NAME, SWITCH_TRACEPOINT};
 use super::proto::{self, ftrace_event, perf_events, trace_packet};
@@ -135,6 +135,8 @@ struct Reader {
     stopped: Option<u64>,
     min_ts: Option<u64>,
     max_ts: Option<u64>,
+    /// Counter tracks by uuid, in the order they were declared.
+    counters: Vec<(u64, Counter)>,
 }
 
 impl Reader {
@@ -208,6 +210,38 @@ impl Reader {
                 };
                 for c in stats.cpu_stats {
                     table.insert(c.cpu.unwrap_or(0) as u32, c.dropped_events.unwrap_or(0));
+                }
+            }
+            Some(trace_packet::Data::TrackDescriptor(d)) => match (d.uuid, d.counter) {
+                (Some(uuid), Some(counter)) => {
+                    let unit = match counter.unit() {
+                        proto::counter_descriptor::Unit::SizeBytes => CounterUnit::Bytes,
+                        _ => CounterUnit::Count,
+                    };
+                    self.counters.push((
+                        uuid,
+                        Counter {
+                            name: d.name.unwrap_or_default(),
+                            unit,
+                            points: Vec::new(),
+                        },
+                    ));
+                }
+                _ => self.stats.ignored += 1,
+            },
+            Some(trace_packet::Data::TrackEvent(e)) => {
+                let value = match e.counter_value_field {
+                    Some(proto::track_event::CounterValueField::DoubleCounterValue(v)) => Some(v),
+                    Some(proto::track_event::CounterValueField::CounterValue(v)) => Some(v as f64),
+                    None => None,
+                };
+                let track = e
+                    .track_uuid
+                    .and_then(|uuid| self.counters.iter_mut().find(|(u, _)| *u == uuid));
+                match (value, track) {
+                    (Some(v), Some((_, c))) => c.points.push((ts, v)),
+                    (Some(_), None) => self.stats.unresolved += 1,
+                    (None, _) => self.stats.ignored += 1,
                 }
             }
             Some(trace_packet::Data::ServiceEvent(e)) => match e.event_type {
@@ -418,6 +452,7 @@ impl Reader {
 
         let mut t = self.timeline;
         t.events = events;
+        t.counters = self.counters.into_iter().map(|(_, c)| c).collect();
         t.start_ns = self.started.or(self.min_ts).unwrap_or(0);
         t.end_ns = self.stopped.or(self.max_ts).unwrap_or(t.start_ns);
         for (cpu, end) in &self.dropped_end {
@@ -551,6 +586,26 @@ mod tests {
         assert_eq!(comparable(&back), comparable(&t));
         let opts = SummaryOptions::default();
         assert_eq!(summarize(&back, &opts), summarize(&t, &opts));
+    }
+
+    #[test]
+    fn counters_survive_the_file() {
+        let (mut t, _) = workload(START, 2);
+        t.counters = vec![
+            Counter {
+                name: "heap: live bytes".into(),
+                unit: CounterUnit::Bytes,
+                points: vec![(START, 1024.0), (START + MS, 2048.5)],
+            },
+            Counter {
+                name: "heap: allocations/s".into(),
+                unit: CounterUnit::Count,
+                points: vec![(START + MS, 20_000.0)],
+            },
+        ];
+        let (back, stats) = round_trip(&t);
+        assert_eq!(stats.unresolved + stats.ignored, 0);
+        assert_eq!(back.counters, t.counters);
     }
 
     #[test]

@@ -17,13 +17,16 @@ use profiler_ebpf::timeline::{
 };
 
 use super::model::{
-    CpuSample, Losses, ProcessInfo, SchedEvent, StackId, Switch, Task, TaskState, ThreadInfo,
-    Timeline, Waking,
+    Counter, CounterUnit, CpuSample, Losses, ProcessInfo, SchedEvent, StackId, Switch, Task,
+    TaskState, ThreadInfo, Timeline, Waking,
 };
 use super::{TraceError, WriteStats, write_timeline};
 use crate::record::kernel::ProgramCost;
 use crate::record::timeline::{TimelineCollector, TimelineHandle};
-use crate::record::{self, RecordError, Session, StopReason, TargetSpec, Wake};
+use crate::record::{
+    self, Collector, HeapCollector, HeapMode, HeapOptions, RecordError, Session, StopReason,
+    TargetSpec, Wake,
+};
 
 /// The longest window: a trace is for seconds of detail (about 4 MB and 400k events a second
 /// on the loaded search-server); `record --offcpu` covers minutes.
@@ -38,6 +41,9 @@ pub struct TraceOptions {
     /// CPU samples per second per CPU.
     pub frequency: u64,
     pub output: PathBuf,
+    /// Heap counters (allocation rate, live bytes) every 100 ms, through the heap collector:
+    /// the heap-sampler's exact totals when the program links it, allocator uprobes otherwise.
+    pub heap: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -102,7 +108,17 @@ pub fn record_trace(opts: &TraceOptions) -> Result<Traced, TraceRecordError> {
     let (collector, handle) = TimelineCollector::new(opts.frequency, opts.duration)?;
     let period = collector.period_ns();
     let launched = matches!(opts.target, TargetSpec::Command(_));
-    let mut session = Session::start(&opts.target, vec![Box::new(collector)])?;
+    let mut collectors: Vec<Box<dyn Collector>> = vec![Box::new(collector)];
+    if opts.heap {
+        // Counting is what the counters need: a sampling rate no program reaches keeps the
+        // uprobe way from taking stacks (the heap-sampler samples at its own rate).
+        collectors.push(Box::new(HeapCollector::new(HeapOptions {
+            rate: 1 << 40,
+            min_age: None,
+            mode: HeapMode::Auto,
+        })?));
+    }
+    let mut session = Session::start(&opts.target, collectors)?;
     let interrupted = record::install_interrupt()?;
     let started = Instant::now();
     let mut builder = Builder::new(boot_ns(), period);
@@ -110,6 +126,10 @@ pub fn record_trace(opts: &TraceOptions) -> Result<Traced, TraceRecordError> {
         builder.declare_process(t.pid());
     }
     let mut raw = Vec::new();
+    let mut heap = HeapCounters::default();
+    if opts.heap {
+        heap.read(&mut session)?;
+    }
     let mut last_read = Instant::now();
     let stop = loop {
         let remaining = opts.duration.saturating_sub(started.elapsed());
@@ -124,6 +144,13 @@ pub fn record_trace(opts: &TraceOptions) -> Result<Traced, TraceRecordError> {
         }
         if last_read.elapsed() >= READ_EVERY {
             last_read = Instant::now();
+            if opts.heap {
+                // First, so that the counters keep their pace while symbolizing runs long
+                // (the first time it parses the program's debug info). The drain keeps the
+                // heap collector's map sets turning; its samples are not used.
+                session.drain()?;
+                heap.read(&mut session)?;
+            }
             handle.read_events(&mut raw)?;
             builder.add(&mut session, &handle, &mut raw)?;
         }
@@ -185,7 +212,16 @@ pub fn record_trace(opts: &TraceOptions) -> Result<Traced, TraceRecordError> {
             .map(|v| format!("BUG: {v}")),
     );
     let losses = handle.losses()?;
-    let timeline = builder.finish(end_ns, launched, losses);
+    let mut timeline = builder.finish(end_ns, launched, losses);
+    timeline.counters = heap.into_counters();
+    if opts.heap {
+        notes.extend(
+            session
+                .collectors()
+                .flat_map(|c| c.notes())
+                .filter(|n| n.contains("pid") || n.contains("not hooked")),
+        );
+    }
     let mut bytes = Vec::new();
     let written = write_timeline(&timeline, &mut bytes)?;
     crate::capture::write_atomic(&opts.output, &bytes).map_err(|source| {
@@ -208,6 +244,93 @@ pub fn record_trace(opts: &TraceOptions) -> Result<Traced, TraceRecordError> {
         notes,
         exit_code,
     })
+}
+
+/// The heap counter tracks, one point per read: rates between reads, live bytes at each read.
+#[derive(Default)]
+struct HeapCounters {
+    last: Option<(u64, HeapTotals)>,
+    allocs: Vec<(u64, f64)>,
+    frees: Vec<(u64, f64)>,
+    bytes: Vec<(u64, f64)>,
+    live: Vec<(u64, f64)>,
+}
+
+/// What the heap collector counted so far.
+#[derive(Clone, Copy)]
+struct HeapTotals {
+    allocs: u64,
+    frees: u64,
+    alloc_bytes: u64,
+    /// Exact live bytes (heap-sampler only: uprobes do not know the size a free releases).
+    live: Option<u64>,
+}
+
+impl HeapCounters {
+    fn read(&mut self, session: &mut Session) -> Result<(), TraceRecordError> {
+        let counters = session.counters()?;
+        let Some(c) = counters.get("heap") else {
+            return Ok(());
+        };
+        let get = |k: &str| c.get(k).copied();
+        let now = boot_ns();
+        let totals = match get("sampler_allocs") {
+            // The program links heap-sampler: its exact totals since it started.
+            Some(allocs) => HeapTotals {
+                allocs,
+                frees: get("sampler_frees").unwrap_or(0),
+                alloc_bytes: get("sampler_alloc_bytes").unwrap_or(0),
+                live: Some(
+                    get("sampler_alloc_bytes")
+                        .unwrap_or(0)
+                        .saturating_sub(get("sampler_free_bytes").unwrap_or(0)),
+                ),
+            },
+            None => HeapTotals {
+                allocs: get("calls").unwrap_or(0),
+                frees: get("frees")
+                    .unwrap_or(0)
+                    .saturating_sub(get("free_null").unwrap_or(0)),
+                alloc_bytes: get("bytes").unwrap_or(0),
+                live: None,
+            },
+        };
+        if let Some(live) = totals.live {
+            self.live.push((now, live as f64));
+        }
+        // A rate needs two readings of one source: the heap-sampler's totals replace the
+        // collector's own counts once it has found the sampler's registry.
+        if let Some((then, before)) = self.last
+            && now > then
+            && before.live.is_some() == totals.live.is_some()
+        {
+            let secs = (now - then) as f64 / 1e9;
+            let rate = |a: u64, b: u64| b.saturating_sub(a) as f64 / secs;
+            self.allocs.push((now, rate(before.allocs, totals.allocs)));
+            self.frees.push((now, rate(before.frees, totals.frees)));
+            self.bytes
+                .push((now, rate(before.alloc_bytes, totals.alloc_bytes)));
+        }
+        self.last = Some((now, totals));
+        Ok(())
+    }
+
+    fn into_counters(self) -> Vec<Counter> {
+        [
+            ("heap: allocations/s", CounterUnit::Count, self.allocs),
+            ("heap: frees/s", CounterUnit::Count, self.frees),
+            ("heap: allocated bytes/s", CounterUnit::Bytes, self.bytes),
+            ("heap: live bytes", CounterUnit::Bytes, self.live),
+        ]
+        .into_iter()
+        .filter(|(_, _, points)| !points.is_empty())
+        .map(|(name, unit, points)| Counter {
+            name: name.to_string(),
+            unit,
+            points,
+        })
+        .collect()
+    }
 }
 
 /// CLOCK_BOOTTIME now, in ns: the clock of `bpf_ktime_get_boot_ns()`.

@@ -17,7 +17,8 @@ use std::fmt;
 use serde::Serialize;
 
 use super::model::{
-    Frame, SchedEvent, StackId, StackTable, Switch, Task, TaskState, Timeline, Waking,
+    Counter, CounterUnit, Frame, SchedEvent, StackId, StackTable, Switch, Task, TaskState,
+    Timeline, Waking,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,7 +53,36 @@ pub struct Summary {
     pub latency: LatencySummary,
     pub blocking_sites: Vec<BlockingSite>,
     pub longest_blocks: Vec<Block>,
+    /// Counter tracks (`--heap`): their range over the window.
+    pub counters: Vec<CounterSummary>,
     pub health: Health,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CounterSummary {
+    pub name: String,
+    pub unit: CounterUnit,
+    pub values: u64,
+    pub min: f64,
+    pub mean: f64,
+    pub max: f64,
+    pub last: f64,
+}
+
+impl CounterSummary {
+    fn of(c: &Counter) -> Option<Self> {
+        let values: Vec<f64> = c.points.iter().map(|p| p.1).collect();
+        let last = *values.last()?;
+        Some(CounterSummary {
+            name: c.name.clone(),
+            unit: c.unit,
+            values: values.len() as u64,
+            min: values.iter().copied().fold(f64::INFINITY, f64::min),
+            mean: values.iter().sum::<f64>() / values.len() as f64,
+            max: values.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+            last,
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -578,6 +608,7 @@ impl Machine {
             latency: self.latency.summary(),
             blocking_sites,
             longest_blocks,
+            counters: t.counters.iter().filter_map(CounterSummary::of).collect(),
             health,
         }
     }
@@ -886,7 +917,49 @@ impl fmt::Display for Summary {
                 site_label(&b.frames),
             ]);
         }
-        table.fmt(f)
+        table.fmt(f)?;
+
+        if !self.counters.is_empty() {
+            writeln!(f, "\nCounters (over the window)")?;
+            let mut table = Table::new(&[
+                ("counter", Align::Left),
+                ("min", Align::Right),
+                ("mean", Align::Right),
+                ("max", Align::Right),
+                ("last", Align::Right),
+                ("values", Align::Right),
+            ]);
+            for c in &self.counters {
+                let v = |x: f64| match c.unit {
+                    CounterUnit::Bytes => bytes(x),
+                    CounterUnit::Count => format!("{x:.0}"),
+                };
+                table.row(vec![
+                    c.name.clone(),
+                    v(c.min),
+                    v(c.mean),
+                    v(c.max),
+                    v(c.last),
+                    c.values.to_string(),
+                ]);
+            }
+            table.fmt(f)?;
+        }
+        Ok(())
+    }
+}
+
+/// Bytes for people: B, KiB, MiB, GiB.
+fn bytes(v: f64) -> String {
+    let a = v.abs();
+    if a < 1024.0 {
+        format!("{v:.0} B")
+    } else if a < 1024.0 * 1024.0 {
+        format!("{:.1} KiB", v / 1024.0)
+    } else if a < 1024.0 * 1024.0 * 1024.0 {
+        format!("{:.1} MiB", v / (1024.0 * 1024.0))
+    } else {
+        format!("{:.2} GiB", v / (1024.0 * 1024.0 * 1024.0))
     }
 }
 

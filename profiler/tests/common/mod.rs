@@ -170,6 +170,43 @@ pub fn cargo_example(package: &str, name: &str) -> PathBuf {
     path
 }
 
+/// heap-sampler's `alloc_rate` example: allocations per second, their size, its threads.
+pub const ALLOC_RATE: f64 = 20_000.0;
+pub const ALLOC_SIZE: f64 = 256.0;
+pub const ALLOC_THREADS: u64 = 6;
+
+/// alloc_rate at high priority, so that other work on the machine (builds, other tests) does
+/// not take its spinner's CPU: the test checks what watch measures, not the machine's load.
+/// With autogroups (the kernel's default), sessions share the CPUs by their group's nice, so
+/// the workload gets a session (`setsid`) whose group is then given nice -19.
+pub fn start_alloc_rate(secs: &str) -> (Reaped, u32) {
+    let exe = cargo_example("heap-sampler", "alloc_rate");
+    let mut child = Command::new("setsid")
+        .args(["nice", "-n", "-19"])
+        .arg(&exe)
+        .args([
+            &ALLOC_RATE.to_string(),
+            &ALLOC_SIZE.to_string(),
+            &ALLOC_THREADS.to_string(),
+            secs,
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start alloc_rate");
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .expect("alloc_rate prints its pid");
+    let pid = first
+        .split_whitespace()
+        .nth(2)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected first line {first:?}"));
+    // Without autogroups the file is absent and nice alone does it.
+    let _ = std::fs::write(format!("/proc/{pid}/autogroup"), "-19");
+    (Reaped(child), pid)
+}
+
 pub fn profiler_cmd() -> Command {
     Command::new(env!("CARGO_BIN_EXE_profiler"))
 }

@@ -2,7 +2,8 @@
 JSON, what tests/trace_file.rs checks: packet kinds per sequence, the sample timebases, thread
 names, per-thread scheduler facts derived here independently of the Rust reader (sleeping time
 from sched_switch S to the next wake-up or switch-in, wakers), callstacks resolved through the
-interned data (by leaf function, and by any function on the stack), and the loss counters.
+interned data (by leaf function, and by any function on the stack), counter tracks, and the
+loss counters.
 
 Usage: python3 perfetto_check.py TRACE_FILE
 Needs: pip install perfetto protobuf (perfetto.protos.perfetto.trace.perfetto_trace_pb2).
@@ -40,6 +41,9 @@ def main(path):
     samples = collections.defaultdict(list)  # seq -> [(tid, [function root..leaf])]
     unresolved = 0
     frame_kinds = collections.Counter()
+    tracks = {}  # counter track uuid -> name
+    counters = collections.defaultdict(list)  # name -> values
+    counter_units = {}
 
     for p in trace.packet:
         kind = p.WhichOneof("data") or "none"
@@ -115,6 +119,18 @@ def main(path):
             phase = pb.FtraceStats.Phase.Name(p.ftrace_stats.phase)
             for c in p.ftrace_stats.cpu_stats:
                 dropped[phase][str(c.cpu)] = c.dropped_events
+        elif kind == "track_descriptor":
+            d = p.track_descriptor
+            if d.HasField("counter"):
+                tracks[d.uuid] = d.name
+                counter_units[d.name] = pb.CounterDescriptor.Unit.Name(d.counter.unit)
+        elif kind == "track_event":
+            e = p.track_event
+            if e.type == pb.TrackEvent.TYPE_COUNTER and e.track_uuid in tracks:
+                value = e.double_counter_value if e.HasField("double_counter_value") else e.counter_value
+                counters[tracks[e.track_uuid]].append(value)
+            else:
+                unresolved += 1
         elif kind == "service_event":
             service[p.service_event.WhichOneof("event_type")] = p.timestamp
 
@@ -183,6 +199,8 @@ def main(path):
         "dropped_events": dropped,
         "kernel_records_lost": records_lost,
         "service": service,
+        "counters": counters,
+        "counter_units": counter_units,
     }, sort_keys=True))
 
 
