@@ -192,6 +192,9 @@ pub struct Health {
     pub blocks_without_stack: u64,
     /// A tid seen again under another process (pid reuse without the exit seen).
     pub tid_reused: u64,
+    /// Blocking switch-outs that a wake-up just before had already cancelled (the waker ran
+    /// while the thread was on its way off the CPU): counted runnable from the switch-out.
+    pub woken_before_switch_out: u64,
 }
 
 /// Computes the summary of `t`.
@@ -213,12 +216,20 @@ fn canonical_order(events: &[SchedEvent]) -> Vec<&SchedEvent> {
     v
 }
 
+/// A wake-up at most this long before a blocking switch-out is the one that ends that block:
+/// the kernel traces the waker's `sched_waking` while the wakee, already past its last look
+/// at its state, is still switching out. Measured on the loaded search-server: every such
+/// wake-up came within 20 us, nearly all within 1 us.
+const WOKEN_DURING_SWITCH_NS: u64 = 100_000;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     /// No event seen yet.
     Unknown,
     Running {
         since: u64,
+        /// A wake-up that came while it was still on the CPU: (when, waker).
+        woken: Option<(u64, (u32, u32))>,
     },
     Runnable {
         since: u64,
@@ -360,7 +371,7 @@ impl Machine {
     fn switch_out(&mut self, i: usize, s: &Switch) {
         let th = &mut self.threads[i];
         match th.state {
-            State::Running { since } => th.running_ns += s.ts.saturating_sub(since),
+            State::Running { since, .. } => th.running_ns += s.ts.saturating_sub(since),
             State::Unknown => {
                 self.health.running_from_start += 1;
                 th.running_ns += s.ts.saturating_sub(self.start_ns);
@@ -371,8 +382,22 @@ impl Machine {
                 self.close(i, s.ts, None);
             }
         }
+        let woken = match self.threads[i].state {
+            State::Running { woken, .. } => woken,
+            _ => None,
+        };
         let th = &mut self.threads[i];
         th.state = match s.prev_state {
+            // Woken while it was switching out (the waker ran between the thread's decision to
+            // sleep and its switch-out): it never slept, and waits for a CPU from here.
+            TaskState::Sleeping | TaskState::Uninterruptible | TaskState::Other(_)
+                if woken
+                    .is_some_and(|(at, _)| s.ts.saturating_sub(at) <= WOKEN_DURING_SWITCH_NS) =>
+            {
+                self.health.woken_before_switch_out += 1;
+                th.wakeups += 1;
+                State::Runnable { since: s.ts }
+            }
             TaskState::Runnable => {
                 th.preemptions += 1;
                 State::Runnable { since: s.ts }
@@ -416,7 +441,10 @@ impl Machine {
         }
         let th = &mut self.threads[i];
         th.switches_in += 1;
-        th.state = State::Running { since: ts };
+        th.state = State::Running {
+            since: ts,
+            woken: None,
+        };
     }
 
     fn waking(&mut self, w: &Waking) {
@@ -434,9 +462,13 @@ impl Machine {
                 th.wakeups += 1;
                 th.state = State::Runnable { since: w.ts };
             }
-            // Woken while still on the CPU (it had not switched out yet) or already queued:
-            // nothing changes.
-            State::Running { .. } | State::Runnable { .. } => {}
+            // Woken while still on the CPU: remembered, in case it is on its way out (see
+            // `switch_out`); otherwise nothing changes.
+            State::Running { ref mut woken, .. } => {
+                *woken = Some((w.ts, (w.waker_tid, w.waker_pid)));
+            }
+            // Already queued: nothing changes.
+            State::Runnable { .. } => {}
         }
     }
 
@@ -444,7 +476,7 @@ impl Machine {
     fn close(&mut self, i: usize, ts: u64, waker: Option<(u32, u32)>) {
         let th = &mut self.threads[i];
         match th.state {
-            State::Running { since } => th.running_ns += ts.saturating_sub(since),
+            State::Running { since, .. } => th.running_ns += ts.saturating_sub(since),
             State::Runnable { since } => th.runnable_ns += ts.saturating_sub(since),
             State::Blocked {
                 since,
@@ -968,12 +1000,13 @@ impl Summary {
         let h = &self.health;
         writeln!(
             f,
-            "Lost: {} scheduler events, {} samples. Inferred: {} running since the start, {} ran \
-             with no wake-up seen, {} inconsistent switches, {} tid reuses; {} blocks without \
-             a stack.",
+            "Lost: {} scheduler events, {} samples. Inferred: {} running since the start, {} \
+             woken while switching out, {} ran with no wake-up seen, {} inconsistent switches, \
+             {} tid reuses; {} blocks without a stack.",
             h.lost_sched_events,
             h.lost_samples,
             h.running_from_start,
+            h.woken_before_switch_out,
             h.switch_in_without_wakeup,
             h.inconsistent_switches,
             h.tid_reused,
@@ -1363,6 +1396,41 @@ mod tests {
             sum.to_string()
                 .contains("Lost: 2 scheduler events, 3 samples")
         );
+    }
+
+    #[test]
+    fn a_wake_up_during_the_switch_out_cancels_the_block() {
+        let mut s = Scenario::new(START);
+        s.thread(301, "t");
+        s.thread(302, "waker");
+        let st = s.stack(&["futex_wait"]);
+        s.switch(START, 0, 0, TaskState::Runnable, None, 301);
+        // The waker runs on CPU 1 while 301 is on its way off CPU 0: the waking is traced
+        // first, then the switch-out in S, then 301 runs again with no other wake-up.
+        s.wake(START + MS, 1, 302, 301, 0);
+        s.switch(START + MS + 300, 0, 301, TaskState::Sleeping, Some(st), 0);
+        s.switch(START + MS + 25 * US, 0, 0, TaskState::Runnable, None, 301);
+        // A wake-up long before a block is an earlier, cancelled sleep's: the block stands.
+        s.wake(START + 2 * MS, 1, 302, 301, 0);
+        s.switch(START + 3 * MS, 0, 301, TaskState::Sleeping, Some(st), 0);
+        s.wake(START + 4 * MS, 1, 302, 301, 0);
+        s.switch(
+            START + 4 * MS + 10 * US,
+            0,
+            0,
+            TaskState::Runnable,
+            None,
+            301,
+        );
+        let t = s.finish(START + 5 * MS);
+        let sum = summarize(&t, &SummaryOptions::default());
+        let th = thread(&sum, 301);
+        assert_eq!(th.sleeping_ns, MS, "only the second block slept");
+        assert_eq!(th.runnable_ns, 25 * US - 300 + 10 * US);
+        assert_eq!(th.wakeups, 2);
+        assert_eq!(sum.health.woken_before_switch_out, 1);
+        assert_eq!(sum.health.switch_in_without_wakeup, 0);
+        assert_eq!(sum.latency.count, 2);
     }
 
     #[test]
