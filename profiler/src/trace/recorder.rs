@@ -120,6 +120,7 @@ pub fn record_trace(opts: &TraceOptions) -> Result<Traced, TraceRecordError> {
     }
     let mut session = Session::start(&opts.target, collectors)?;
     let interrupted = record::install_interrupt()?;
+    warm_symbols(&mut session);
     let started = Instant::now();
     let mut builder = Builder::new(boot_ns(), period);
     for t in session.targets().initial() {
@@ -331,6 +332,26 @@ impl HeapCounters {
         })
         .collect()
     }
+}
+
+/// Parses the targets' programs and libraries for symbols before the window opens: the first
+/// symbolization of a large binary takes a good part of a second (its DWARF), which would
+/// otherwise stall the first read of the ring buffer and run the window long.
+fn warm_symbols(session: &mut Session) {
+    let modules: Vec<(u32, Vec<u64>)> = session
+        .targets()
+        .processes
+        .values()
+        .map(|p| {
+            let starts = p.maps.vmas().iter().filter(|v| v.file.is_some());
+            (p.pid, starts.map(|v| v.start).collect())
+        })
+        .collect();
+    let query: Vec<(u32, &[u64], &[u64])> = modules
+        .iter()
+        .map(|(pid, addrs)| (*pid, addrs.as_slice(), &[][..]))
+        .collect();
+    let _ = session.symbolize_stacks(&query);
 }
 
 /// CLOCK_BOOTTIME now, in ns: the clock of `bpf_ktime_get_boot_ns()`.
