@@ -82,7 +82,7 @@ pub struct ServeArgs {
     /// Length of one continuous-mode interval.
     #[arg(long, value_parser = parse_duration, default_value = "15s", value_name = "DURATION")]
     pub push_interval: Duration,
-    /// Write every interval's capture (cpu-UNIXTIME-PID.pb.gz) to this directory; works with
+    /// Write every interval's capture (cpu-UNIXTIME-PID-N.pb.gz) to this directory; works with
     /// or without --push.
     #[arg(long, value_name = "DIR")]
     pub push_dir: Option<PathBuf>,

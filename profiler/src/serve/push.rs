@@ -226,6 +226,7 @@ pub async fn run_push(
         // A late tick (a slow drain) shifts the schedule instead of firing a burst.
         ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut from = unix_now();
+        let mut started = tokio::time::Instant::now();
         loop {
             let last = tokio::select! {
                 _ = ticks.tick() => false,
@@ -237,7 +238,11 @@ pub async fn run_push(
                 agent.rotate(id).await
             };
             let until = unix_now();
+            // A shutdown right after a tick leaves an interval too short to say anything.
+            let too_short = last && started.elapsed() < Duration::from_secs(1);
+            started = tokio::time::Instant::now();
             match result {
+                Ok(_) if too_short => {}
                 Ok(capture) => {
                     stats.intervals.fetch_add(1, Ordering::Relaxed);
                     let job = Job {
@@ -248,7 +253,8 @@ pub async fn run_push(
                         until,
                     };
                     if let Some(dir) = &opts.dir {
-                        write_to_dir(dir, &job, capture.pid, &stats).await;
+                        let n = stats.intervals.load(Ordering::Relaxed);
+                        write_to_dir(dir, &job, capture.pid, n, &stats).await;
                     }
                     if opts.url.is_some() && queue.try_send(job).is_err() {
                         stats.queue_full.fetch_add(1, Ordering::Relaxed);
@@ -302,8 +308,10 @@ async fn wait_attached(
     }
 }
 
-async fn write_to_dir(dir: &std::path::Path, job: &Job, pid: u32, stats: &PushStats) {
-    let path = dir.join(format!("cpu-{}-{pid}.pb.gz", job.from));
+/// Writes `cpu-FROM-PID-N.pb.gz`: start time first so names sort by time; `N` (the
+/// interval's number) keeps two intervals starting in the same second apart.
+async fn write_to_dir(dir: &std::path::Path, job: &Job, pid: u32, n: u64, stats: &PushStats) {
+    let path = dir.join(format!("cpu-{}-{pid}-{n}.pb.gz", job.from));
     let bytes = Arc::clone(&job.pprof_gz);
     let written = tokio::task::spawn_blocking(move || {
         crate::capture::write_atomic(&path, &bytes).map(|()| path)
