@@ -6,5 +6,6 @@
 mod common;
 mod endpoints;
 mod harness;
+mod live;
 mod push;
 mod receiver;

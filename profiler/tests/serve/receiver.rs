@@ -93,7 +93,6 @@ pub struct Receiver {
     pub got: Arc<Mutex<Vec<Received>>>,
     /// Requests seen, accepted or not.
     pub requests: Arc<Mutex<usize>>,
-    pub behavior: Arc<Mutex<Behavior>>,
 }
 
 impl Receiver {
@@ -125,12 +124,7 @@ impl Receiver {
                 });
             }
         });
-        Receiver {
-            url,
-            got,
-            requests,
-            behavior,
-        }
+        Receiver { url, got, requests }
     }
 
     pub fn received(&self) -> Vec<Received> {
