@@ -6,6 +6,7 @@
 mod common;
 mod endpoints;
 mod harness;
+mod lesson;
 mod live;
 mod push;
 mod receiver;
