@@ -11,53 +11,58 @@
 # time of the profiler's eBPF program (from its summary).
 # Each run is preceded by WARM_SECS of unmeasured load with the recorder attached, so a
 # recorder's one-off start costs (see scripts/bench-record.sh) are not counted as overhead.
-# Usage: sudo scripts/bench-overhead.sh [ROUNDS] [SECONDS_PER_RUN]        (defaults 3 and 10)
-#        CONNECTIONS=8 PORT=5077 WARM_SECS=3 sudo scripts/bench-overhead.sh 5 15
 set -euo pipefail
-cd "$(dirname "$0")/.."
-export PATH="$HOME/.cargo/bin:$PATH"
+source "$(dirname "$0")/lib.sh"
 
+usage() {
+  cat <<'EOF'
+Usage: sudo scripts/bench-overhead.sh [ROUNDS] [SECONDS_PER_RUN]        (defaults 3 and 10)
+
+Throughput and CPU per request that search-server loses to `profiler record` and to
+`perf record -g`, at 99 and 999 Hz, in ROUNDS interleaved rounds of SECONDS_PER_RUN of
+oha load each; prints each mode against the unprofiled runs of its round, and the medians.
+
+Environment: CONNECTIONS (oha connections, default 8), PORT (5077), WARM_SECS (3: unmeasured
+load with the recorder attached before each run).
+Needs: root, perf, oha, curl and python3 (scripts/setup.sh installs them).
+
+Examples:
+  sudo scripts/bench-overhead.sh
+  sudo flock /work/bench.lock scripts/bench-overhead.sh 10 15
+  sudo CONNECTIONS=16 PORT=5077 WARM_SECS=5 scripts/bench-overhead.sh 5 15
+EOF
+}
+
+case "${1:-}" in -h | --help) usage; exit 0 ;; esac
 ROUNDS="${1:-3}"
 RUN_SECS="${2:-10}"
 CONNECTIONS="${CONNECTIONS:-8}"
 WARM_SECS="${WARM_SECS:-3}"
 PORT="${PORT:-5077}"
 for v in "$ROUNDS" "$RUN_SECS" "$CONNECTIONS" "$PORT" "$WARM_SECS"; do
-  case "$v" in ''|*[!0-9]*|0) echo "bench-overhead: '$v' is not a positive whole number (ROUNDS, SECONDS_PER_RUN, CONNECTIONS, PORT, WARM_SECS)" >&2; exit 2 ;; esac
+  is_positive_int "$v" || bad_usage "'$v' is not a positive whole number (ROUNDS, SECONDS_PER_RUN, CONNECTIONS, PORT, WARM_SECS); see --help"
 done
-if [ "$(id -u)" -ne 0 ]; then
-  echo "bench-overhead: recording needs root (eBPF and perf); run: sudo $0 $*" >&2
-  exit 1
-fi
-for tool in perf oha curl python3; do
-  command -v "$tool" >/dev/null || { echo "bench-overhead: $tool not found; run scripts/setup.sh" >&2; exit 1; }
-done
+require_root "recording needs root (eBPF and perf)" "$@"
+require_tools perf oha curl python3
+cd "$REPO"
 
 echo "==> building release binaries" >&2
 cargo build --release --locked -q -p search-server -p profiler --bins
-TARGET_DIR="${CARGO_TARGET_DIR:-target}"
-SERVER="$TARGET_DIR/release/search-server"
-PROFILER="$TARGET_DIR/release/profiler"
+SERVER="$(release_dir)/search-server"
+PROFILER="$(release_dir)/profiler"
 URL="http://127.0.0.1:$PORT/search?term=house&cnn=on&bbc=on&nyt=on"
 
 WORK="$(mktemp -d /tmp/bench-overhead.XXXXXX)"
-server_pid=""
+SERVER_PID=""
 recorder_pid=""
 cleanup() {
   [ -n "$recorder_pid" ] && kill -INT "$recorder_pid" 2>/dev/null || true
-  if [ -n "$server_pid" ]; then kill -TERM "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
+  [ -z "$SERVER_PID" ] || stop_process "$SERVER_PID"
   rm -rf "$WORK"
 }
 trap cleanup EXIT
 
-"$SERVER" --listen "127.0.0.1:$PORT" >"$WORK/server.log" 2>&1 &
-server_pid=$!
-for _ in $(seq 1 100); do
-  curl -fsS "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && break
-  kill -0 "$server_pid" 2>/dev/null || { echo "bench-overhead: search-server exited at start:" >&2; cat "$WORK/server.log" >&2; exit 1; }
-  sleep 0.1
-done
-curl -fsS "http://127.0.0.1:$PORT/healthz" >/dev/null
+start_search_server "$SERVER" "$PORT" "$WORK/server.log"
 
 # CPU seconds (utime+stime) of a pid: fields 14 and 15 of /proc/PID/stat, after the `(comm)`.
 cpu_secs() {
@@ -90,11 +95,11 @@ for round in $(seq 1 "$ROUNDS"); do
     recorder_pid=""
     case "$mode" in
       profiler-*)
-        "$PROFILER" record --pid "$server_pid" -F "$rate" --duration "$((RUN_SECS + 30))s" \
+        "$PROFILER" record --pid "$SERVER_PID" -F "$rate" --duration "$((RUN_SECS + 30))s" \
           -o "$WORK/cap.pb.gz" >"$WORK/rec.out" 2>"$WORK/rec.err" &
         recorder_pid=$! ;;
       perf-*)
-        perf record -q -F "$rate" -g -p "$server_pid" -o "$WORK/perf.data" >"$WORK/rec.out" 2>"$WORK/rec.err" &
+        perf record -q -F "$rate" -g -p "$SERVER_PID" -o "$WORK/perf.data" >"$WORK/rec.out" 2>"$WORK/rec.err" &
         recorder_pid=$! ;;
     esac
     # Let the recorder attach, then run WARM_SECS of unmeasured load in every mode: a
@@ -104,11 +109,11 @@ for round in $(seq 1 "$ROUNDS"); do
     load "$WARM_SECS" "$WORK/warm.json"
     cpu0=0; [ -n "$recorder_pid" ] && cpu0="$(cpu_secs "$recorder_pid")"
     rec_ns0=0; [ -n "$recorder_pid" ] && rec_ns0="$(run_ns "$recorder_pid")"
-    srv_ns0="$(run_ns "$server_pid")"
+    srv_ns0="$(run_ns "$SERVER_PID")"
     t0="$(date +%s.%N)"
     load "$RUN_SECS" "$WORK/run.json"
     t1="$(date +%s.%N)"
-    srv_ns1="$(run_ns "$server_pid")"
+    srv_ns1="$(run_ns "$SERVER_PID")"
     rec_ns1=0; [ -n "$recorder_pid" ] && rec_ns1="$(run_ns "$recorder_pid")"
     cpu1=0; [ -n "$recorder_pid" ] && cpu1="$(cpu_secs "$recorder_pid")"
     if [ -n "$recorder_pid" ]; then

@@ -2,23 +2,39 @@
 # Speed of the commands that read captures, on captures with 100,000 distinct stacks: the
 # criterion benchmark of the library (profiler/benches/render.rs), then the release CLI itself
 # (`profiler top`, `flamegraph`, `diff`) timed end to end, best and median of RUNS runs.
-# Usage: scripts/bench-read.sh              (criterion, then the CLI)
-#        scripts/bench-read.sh --cli-only   (runs each criterion case once, to write the captures)
-#        RUNS=9 scripts/bench-read.sh
-# On a shared machine, serialize measurements: flock /work/bench.lock scripts/bench-read.sh
 set -euo pipefail
-cd "$(dirname "$0")/.."
-export PATH="$HOME/.cargo/bin:$PATH"
+source "$(dirname "$0")/lib.sh"
+
+usage() {
+  cat <<'EOF'
+Usage: scripts/bench-read.sh [--cli-only]
+
+Runs the criterion benchmark of the reading commands (cargo bench -p profiler --bench render),
+which writes two captures with 100,000 distinct stacks, then times the release CLI's `top`,
+`flamegraph` and `diff` on them: best and median wall time of RUNS runs (default 5).
+
+Options:
+  --cli-only   run each criterion case once, only to write the captures
+  -h, --help   this text
+
+Examples:
+  scripts/bench-read.sh
+  scripts/bench-read.sh --cli-only
+  RUNS=9 scripts/bench-read.sh
+  flock /work/bench.lock scripts/bench-read.sh    # on a shared machine, one measurement at a time
+EOF
+}
 
 RUNS="${RUNS:-5}"
 criterion_args=()
 case "${1:-}" in
   "") ;;
   --cli-only) criterion_args=(--test) ;;
-  -h | --help) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-  *) echo "bench-read.sh: unknown option $1 (try --help)" >&2; exit 2 ;;
+  -h | --help) usage; exit 0 ;;
+  *) bad_usage "unknown option $1 (try --help)" ;;
 esac
-[[ "$RUNS" =~ ^[1-9][0-9]*$ ]] || { echo "bench-read.sh: RUNS=$RUNS is not a positive number" >&2; exit 2; }
+is_positive_int "$RUNS" || bad_usage "RUNS=$RUNS is not a positive whole number"
+cd "$REPO"
 
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
@@ -28,10 +44,10 @@ echo "==> criterion: cargo bench -p profiler --bench render ${criterion_args[*]}
 TMPDIR="$work" cargo bench --locked -p profiler --bench render -- "${criterion_args[@]}"
 base="$work/profiler-bench-100k.pb.gz"
 current="$work/profiler-bench-100k-b.pb.gz"
-[ -f "$base" ] && [ -f "$current" ] || { echo "bench-read.sh: the bench wrote no captures to $work" >&2; exit 1; }
+[ -f "$base" ] && [ -f "$current" ] || fail "the bench wrote no captures to $work"
 
 cargo build --release --locked -p profiler --bin profiler >&2
-bin="${CARGO_TARGET_DIR:-target}/release/profiler"
+bin="$(release_dir)/profiler"
 
 # Prints "best median" wall seconds of RUNS runs of the command.
 time_runs() {

@@ -4,30 +4,48 @@
 # over a 30 s recording at 99 Hz, as % of one core (from its summary, which uses getrusage, and
 # cross-checked from /proc/PID/stat). The loaded process is search-server under oha load
 # (TARGET=server, the default) or the cpu_split workload (TARGET=cpu_split).
-# Usage: sudo scripts/bench-record.sh [SECONDS]            (default 30)
-#        TARGET=cpu_split sudo scripts/bench-record.sh 30
 set -euo pipefail
-cd "$(dirname "$0")/.."
-export PATH="$HOME/.cargo/bin:$PATH"
+source "$(dirname "$0")/lib.sh"
 
+usage() {
+  cat <<'EOF'
+Usage: sudo scripts/bench-record.sh [SECONDS]            (default 30)
+
+Records a loaded process for SECONDS at 999 Hz, then at 99 Hz, writing pprof, SVG and folded
+outputs each time, and prints the profiler's CPU while sampling and its summary (which says
+how long the outputs took after sampling ended).
+
+Environment: TARGET=server (search-server under oha -c 8 load, the default) or
+TARGET=cpu_split (the profiler's 60/30/10 example workload); PORT (5078) for the server.
+Needs: root; oha and curl for TARGET=server (scripts/setup.sh installs them).
+
+Examples:
+  sudo scripts/bench-record.sh
+  sudo scripts/bench-record.sh 10
+  sudo TARGET=cpu_split scripts/bench-record.sh 30
+EOF
+}
+
+case "${1:-}" in -h | --help) usage; exit 0 ;; esac
 SECS="${1:-30}"
 TARGET="${TARGET:-server}"
 PORT="${PORT:-5078}"
-case "$SECS" in ''|*[!0-9]*|0) echo "bench-record: SECONDS must be a positive whole number, got '$SECS'" >&2; exit 2 ;; esac
-case "$TARGET" in server|cpu_split) ;; *) echo "bench-record: TARGET must be server or cpu_split, got '$TARGET'" >&2; exit 2 ;; esac
-if [ "$(id -u)" -ne 0 ]; then
-  echo "bench-record: recording needs root; run: sudo $0 $*" >&2
-  exit 1
-fi
+is_positive_int "$SECS" || bad_usage "SECONDS must be a positive whole number, got '$SECS'; see --help"
+is_positive_int "$PORT" || bad_usage "PORT must be a port number, got '$PORT'"
+case "$TARGET" in server|cpu_split) ;; *) bad_usage "TARGET must be server or cpu_split, got '$TARGET'" ;; esac
+require_root "recording needs root" "$@"
+[ "$TARGET" != server ] || require_tools oha curl
+cd "$REPO"
 
 echo "==> building release binaries" >&2
 cargo build --release -q -p profiler --bins
-TARGET_DIR="${CARGO_TARGET_DIR:-target}"
-PROFILER="$TARGET_DIR/release/profiler"
+PROFILER="$(release_dir)/profiler"
 WORK="$(mktemp -d /tmp/bench-record.XXXXXX)"
 pids=()
+SERVER_PID=""
 cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  # The server too if it never came up (start_search_server exits before it is in pids).
+  for p in "${pids[@]}" $SERVER_PID; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   rm -rf "$WORK"
 }
@@ -35,20 +53,14 @@ trap cleanup EXIT
 
 LIFE=$((SECS * 2 + 30))
 if [ "$TARGET" = server ]; then
-  command -v oha >/dev/null || { echo "bench-record: oha not found; run scripts/setup.sh" >&2; exit 1; }
   cargo build --release -q -p search-server --bins
-  "$TARGET_DIR/release/search-server" --listen "127.0.0.1:$PORT" >"$WORK/server.log" 2>&1 &
-  target_pid=$!
-  pids+=("$target_pid")
-  for _ in $(seq 1 100); do
-    curl -fsS "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && break
-    sleep 0.1
-  done
+  start_search_server "$(release_dir)/search-server" "$PORT" "$WORK/server.log"
+  target_pid="$SERVER_PID"
   oha -z "${LIFE}s" -c 8 --no-tui "http://127.0.0.1:$PORT/search?term=house&cnn=on&bbc=on&nyt=on" >/dev/null 2>&1 &
   pids+=("$!")
 else
   cargo build --release -q -p profiler --example cpu_split
-  "$TARGET_DIR/release/examples/cpu_split" "$LIFE" >/dev/null &
+  "$(release_dir)/examples/cpu_split" "$LIFE" >/dev/null &
   target_pid=$!
   pids+=("$target_pid")
 fi

@@ -5,8 +5,7 @@
 # run (errors must be zero) and the server's resident memory after it all. Prints the figures
 # that docs/PERFORMANCE.md records, each against its target.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-export PATH="$HOME/.cargo/bin:$PATH"
+source "$(dirname "$0")/lib.sh"
 
 usage() {
   cat <<'EOF'
@@ -24,6 +23,7 @@ search-server, with its errors and VmRSS after it.
 Environment: SEARCH_PORT (default 5081), FIXED_PORT (5082), HIGH_CONNECTIONS (256),
              SLOW_SEARCH=1 to measure the server with --slow-search.
 Wrap it in `flock /work/bench.lock` on a shared machine so measurements never overlap.
+Needs: oha, curl, python3 and cargo (scripts/setup.sh installs them).
 
 Examples:
   scripts/bench-server.sh
@@ -40,49 +40,37 @@ SEARCH_PORT="${SEARCH_PORT:-5081}"
 FIXED_PORT="${FIXED_PORT:-5082}"
 HIGH="${HIGH_CONNECTIONS:-256}"
 for v in "$ROUNDS" "$REQUESTS" "$SEARCH_PORT" "$FIXED_PORT" "$HIGH"; do
-  case "$v" in ''|*[!0-9]*|0) echo "bench-server: '$v' is not a positive whole number (ROUNDS, REQUESTS_PER_RUN, SEARCH_PORT, FIXED_PORT, HIGH_CONNECTIONS); see --help" >&2; exit 2 ;; esac
+  is_positive_int "$v" || bad_usage "'$v' is not a positive whole number (ROUNDS, REQUESTS_PER_RUN, SEARCH_PORT, FIXED_PORT, HIGH_CONNECTIONS); see --help"
 done
-for tool in oha curl python3 cargo; do
-  command -v "$tool" >/dev/null || { echo "bench-server: $tool not found; run scripts/setup.sh" >&2; exit 1; }
-done
+require_tools oha curl python3 cargo
+cd "$REPO"
 # -c 256 needs a descriptor per connection on each side.
 ulimit -n 8192 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 echo "==> building release search-server and examples/fixed_page" >&2
-cargo build --release --locked -q -p search-server --bin search-server --example fixed_page
-TARGET_DIR="${CARGO_TARGET_DIR:-target}"
-SERVER="$TARGET_DIR/release/search-server"
-FIXED="$TARGET_DIR/release/examples/fixed_page"
+# Two builds: an example pulls in the dev-dependencies, and their features (tokio's test-util)
+# must not reach the server binary being measured.
+cargo build --release --locked -q -p search-server --bin search-server
+cargo build --release --locked -q -p search-server --example fixed_page
+SERVER="$(release_dir)/search-server"
+FIXED="$(release_dir)/examples/fixed_page"
 QUERY="/search?term=house&cnn=on&bbc=on&nyt=on"
 SEARCH_URL="http://127.0.0.1:$SEARCH_PORT$QUERY"
 FIXED_URL="http://127.0.0.1:$FIXED_PORT$QUERY"
 
 WORK="$(mktemp -d /tmp/bench-server.XXXXXX)"
-server_pid=""
+SERVER_PID=""
 fixed_pid=""
 cleanup() {
-  [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null || true
-  [ -n "$fixed_pid" ] && kill "$fixed_pid" 2>/dev/null || true
-  wait 2>/dev/null || true
+  [ -z "$SERVER_PID" ] || stop_process "$SERVER_PID"
+  [ -z "$fixed_pid" ] || stop_process "$fixed_pid"
   rm -rf "$WORK"
 }
 trap cleanup EXIT
 
-wait_up() { # URL NAME PID
-  for _ in $(seq 1 100); do
-    if curl -s -o /dev/null -X POST "$1"; then return 0; fi
-    kill -0 "$3" 2>/dev/null || { echo "bench-server: $2 exited at startup; see $WORK/$2.log:" >&2; cat "$WORK/$2.log" >&2; exit 1; }
-    sleep 0.1
-  done
-  echo "bench-server: $2 does not answer at $1 after 10 s (is the port taken? set SEARCH_PORT/FIXED_PORT)" >&2
-  exit 1
-}
-
-server_args=(--listen "127.0.0.1:$SEARCH_PORT")
+server_args=()
 [ "${SLOW_SEARCH:-0}" = 1 ] && server_args+=(--slow-search)
-"$SERVER" "${server_args[@]}" 2>"$WORK/search-server.log" &
-server_pid=$!
-wait_up "$SEARCH_URL" search-server "$server_pid"
+start_search_server "$SERVER" "$SEARCH_PORT" "$WORK/search-server.log" "${server_args[@]}"
 
 curl -s -X POST "$SEARCH_URL" -o "$WORK/page.html"
 page_bytes=$(wc -c <"$WORK/page.html")
@@ -90,9 +78,9 @@ hits=$(grep -o '<li class="hit">' "$WORK/page.html" | wc -l)
 items=$(curl -s "http://127.0.0.1:$SEARCH_PORT/metrics" | awk '/^search_feed_items\{/ {n += $2} END {print n + 0}')
 echo "feed set: $items items; 'house' hits $hits; result page $page_bytes bytes (real feeds: ~600 items, ~30 hits, ~23 KB)"
 
-"$FIXED" --listen "127.0.0.1:$FIXED_PORT" --body "$WORK/page.html" 2>"$WORK/fixed_page.log" &
+"$FIXED" --listen "127.0.0.1:$FIXED_PORT" --body "$WORK/page.html" >"$WORK/fixed_page.log" 2>&1 &
 fixed_pid=$!
-wait_up "$FIXED_URL" fixed_page "$fixed_pid"
+wait_until_answers fixed_page "$fixed_pid" "$FIXED_URL" "$WORK/fixed_page.log" -X POST
 
 served=0
 # run NAME URL CONNECTIONS COUNT -> one line "name rps p99_ms errors" appended to results
@@ -156,8 +144,8 @@ rss_line() { # LABEL
   local rss_kb hwm_kb
   # Read once oha's connections have closed and the server has gone idle.
   sleep 1
-  rss_kb=$(awk '/^VmRSS:/ {print $2}' "/proc/$server_pid/status")
-  hwm_kb=$(awk '/^VmHWM:/ {print $2}' "/proc/$server_pid/status")
+  rss_kb=$(awk '/^VmRSS:/ {print $2}' "/proc/$SERVER_PID/status")
+  hwm_kb=$(awk '/^VmHWM:/ {print $2}' "/proc/$SERVER_PID/status")
   python3 -c "
 rss, hwm = $rss_kb / 1024, $hwm_kb / 1024
 print(f'search-server RSS $1: VmRSS {rss:.1f} MiB, peak VmHWM {hwm:.1f} MiB (target < 18 MB: {\"met\" if rss * 1.048576 < 18 else \"NOT MET\"})')"

@@ -6,33 +6,47 @@
 #   self  = share of samples whose sampled instruction belongs to the function (its symbol;
 #           code inlined into it counts for it, as perf counts it);
 #   total = share of samples with the function anywhere on the stack.
-# Usage: sudo scripts/bench-vs-perf.sh [SECONDS] [WORKLOAD] [ROWS]     (defaults 10 cpu_split 12)
 set -euo pipefail
-cd "$(dirname "$0")/.."
-export PATH="$HOME/.cargo/bin:$PATH"
+source "$(dirname "$0")/lib.sh"
 
+usage() {
+  cat <<'EOF'
+Usage: sudo scripts/bench-vs-perf.sh [SECONDS] [WORKLOAD] [ROWS]     (defaults 10 cpu_split 12)
+
+Runs the profiler example WORKLOAD, records it for SECONDS with `perf record -F FREQ -g` and
+`profiler record -F FREQ` at the same time, and prints the top ROWS functions of both side by
+side: self and total shares, counted from folded stacks by the same awk program.
+
+Environment: FREQ (sampling frequency of both, default 99).
+Needs: root and perf (scripts/setup.sh installs linux-perf).
+
+Examples:
+  sudo scripts/bench-vs-perf.sh
+  sudo scripts/bench-vs-perf.sh 20 cpu_split 20
+  sudo FREQ=999 scripts/bench-vs-perf.sh 10
+EOF
+}
+
+case "${1:-}" in -h | --help) usage; exit 0 ;; esac
 SECONDS_TO_RECORD="${1:-10}"
 WORKLOAD="${2:-cpu_split}"
 ROWS="${3:-12}"
 FREQ="${FREQ:-99}"
-if [ "$(id -u)" -ne 0 ]; then
-  echo "bench-vs-perf: recording needs root (eBPF and perf); run: sudo $0 $*" >&2
-  exit 1
-fi
-case "$SECONDS_TO_RECORD" in
-  ''|*[!0-9]*) echo "bench-vs-perf: SECONDS must be a whole number of seconds, got '$SECONDS_TO_RECORD'" >&2; exit 2 ;;
-esac
+is_positive_int "$SECONDS_TO_RECORD" ||
+  bad_usage "SECONDS must be a positive whole number of seconds, got '$SECONDS_TO_RECORD'; see --help"
+is_positive_int "$ROWS" || bad_usage "ROWS must be a positive whole number, got '$ROWS'"
+is_positive_int "$FREQ" || bad_usage "FREQ must be a positive whole number of Hz, got '$FREQ'"
+cd "$REPO"
 if [ ! -f "profiler/examples/$WORKLOAD.rs" ]; then
-  echo "bench-vs-perf: no workload '$WORKLOAD'; choose one of: $(cd profiler/examples && ls ./*.rs | sed 's|./||; s|\.rs$||' | tr '\n' ' ')" >&2
-  exit 2
+  bad_usage "no workload '$WORKLOAD'; choose one of: $(cd profiler/examples && ls ./*.rs | sed 's|./||; s|\.rs$||' | tr '\n' ' ')"
 fi
-command -v perf >/dev/null || { echo "bench-vs-perf: perf not found; run scripts/setup.sh (Debian linux-perf)" >&2; exit 1; }
+require_root "recording needs root (eBPF and perf)" "$@"
+require_tools perf
 
 echo "==> building profiler and workload $WORKLOAD (release, frame pointers)" >&2
 cargo build --release --locked -q -p profiler --bins --example "$WORKLOAD"
-TARGET_DIR="${CARGO_TARGET_DIR:-target}"
-PROFILER="$TARGET_DIR/release/profiler"
-EXE="$TARGET_DIR/release/examples/$WORKLOAD"
+PROFILER="$(release_dir)/profiler"
+EXE="$(release_dir)/examples/$WORKLOAD"
 
 WORK="$(mktemp -d /tmp/bench-vs-perf.XXXXXX)"
 workload_pid=""

@@ -4,6 +4,7 @@
 # then write the differential flame graph and print the change table (`profiler diff`).
 # `--demo` tells the whole story unattended, with a deliberately slower search path.
 set -euo pipefail
+source "$(dirname "$0")/lib.sh"
 
 usage() {
   cat <<'EOF'
@@ -57,13 +58,8 @@ Examples:
 EOF
 }
 
-die() {
-  echo "compare.sh: $*" >&2
-  exit 2
-}
-say() { echo "compare.sh: $*" >&2; }
+say() { echo "$SCRIPT: $*" >&2; }
 
-repo="$(cd "$(dirname "$0")/.." && pwd)"
 pid=""
 base_in=""
 pause=0
@@ -80,7 +76,7 @@ out="out/compare"
 bin_dir=""
 diff_args=()
 
-need() { [ $# -ge 2 ] && [ -n "$2" ] || die "$1 needs a value (see --help)"; }
+need() { [ $# -ge 2 ] && [ -n "$2" ] || bad_usage "$1 needs a value (see --help)"; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --pid) need "$@"; pid="$2"; shift 2 ;;
@@ -101,77 +97,64 @@ while [ $# -gt 0 ]; do
     --bin-dir) need "$@"; bin_dir="$2"; shift 2 ;;
     -h | --help) usage; exit 0 ;;
     --) shift; diff_args=("$@"); break ;;
-    *) die "unknown option $1 (see --help)" ;;
+    *) bad_usage "unknown option $1 (see --help)" ;;
   esac
 done
 
 # Validate everything before anything starts.
 [[ "$duration" =~ ^[0-9]+$ ]] && [ "$duration" -ge 1 ] ||
-  die "--duration $duration is not a whole number of seconds >= 1 (e.g. --duration 10)"
+  bad_usage "--duration $duration is not a whole number of seconds >= 1 (e.g. --duration 10)"
 [[ "$port" =~ ^[0-9]+$ ]] && [ "$port" -ge 1 ] && [ "$port" -le 65535 ] ||
-  die "--port $port is not a port number (1-65535)"
+  bad_usage "--port $port is not a port number (1-65535)"
 [[ "$connections" =~ ^[0-9]+$ ]] && [ "$connections" -ge 1 ] ||
-  die "--connections $connections is not a positive number"
+  bad_usage "--connections $connections is not a positive number"
 if [ -n "$pid" ]; then
-  [[ "$pid" =~ ^[0-9]+$ ]] || die "--pid $pid is not a process id"
-  [ "$demo" -eq 0 ] || die "--demo starts its own server; drop --pid $pid"
+  [[ "$pid" =~ ^[0-9]+$ ]] || bad_usage "--pid $pid is not a process id"
+  [ "$demo" -eq 0 ] || bad_usage "--demo starts its own server; drop --pid $pid"
 fi
-[ "$demo" -eq 0 ] || [ "$pause" -eq 0 ] || die "--demo runs unattended; drop --pause"
-[ "$demo" -eq 0 ] || [ -z "$base_in" ] || die "--demo records its own base; drop --base"
+[ "$demo" -eq 0 ] || [ "$pause" -eq 0 ] || bad_usage "--demo runs unattended; drop --pause"
+[ "$demo" -eq 0 ] || [ -z "$base_in" ] || bad_usage "--demo records its own base; drop --base"
 if [ -n "$base_in" ]; then
-  [ -f "$base_in" ] || die "base capture $base_in does not exist; record one first (scripts/compare.sh writes $out/base.pb.gz)"
+  [ -f "$base_in" ] || bad_usage "base capture $base_in does not exist; record one first (scripts/compare.sh writes $out/base.pb.gz)"
   base_in="$(cd "$(dirname "$base_in")" && pwd)/$(basename "$base_in")"
 fi
 [ -n "$url" ] || url="http://localhost:$port/search?term=house&cnn=on&bbc=on&nyt=on"
 if [ "$load" -eq 1 ] && ! command -v oha >/dev/null; then
-  export PATH="$HOME/.cargo/bin:$PATH"
-  command -v oha >/dev/null || die "oha not found (scripts/setup.sh installs it), or use --no-load"
+  bad_usage "oha not found (scripts/setup.sh installs it), or use --no-load"
 fi
 
 sudo_cmd=()
 if [ "$(id -u)" -ne 0 ]; then
-  command -v sudo >/dev/null || die "recording needs root; run as root"
+  command -v sudo >/dev/null || bad_usage "recording needs root; run as root"
   sudo_cmd=(sudo)
 fi
 
 if [ -z "$bin_dir" ]; then
-  target_dir="${CARGO_TARGET_DIR:-$repo/target}"
-  bin_dir="$target_dir/release"
+  bin_dir="$(release_dir)"
   say "building release binaries into $bin_dir"
-  export PATH="$HOME/.cargo/bin:$PATH"
-  (cd "$repo" && cargo build --release --locked -p search-server -p profiler --bins) >&2
+  (cd "$REPO" && cargo build --release --locked -p search-server -p profiler --bins) >&2
 fi
 profiler="$bin_dir/profiler"
 server_bin="$bin_dir/search-server"
-[ -x "$profiler" ] || die "$profiler not found; build it (cargo build --release -p profiler) or fix --bin-dir"
+[ -x "$profiler" ] || bad_usage "$profiler not found; build it (cargo build --release -p profiler) or fix --bin-dir"
 if [ "$demo" -eq 1 ]; then
-  [ -x "$server_bin" ] || die "$server_bin not found; build it (cargo build --release -p search-server) or fix --bin-dir"
+  [ -x "$server_bin" ] || bad_usage "$server_bin not found; build it (cargo build --release -p search-server) or fix --bin-dir"
   "$server_bin" --help | grep -q -- '--slow-search' ||
-    die "$server_bin has no --slow-search flag; rebuild it from a tree that has it"
+    bad_usage "$server_bin has no --slow-search flag; rebuild it from a tree that has it"
 fi
 
-mkdir -p "$out" || die "cannot create $out"
+mkdir -p "$out" || bad_usage "cannot create $out"
 out="$(cd "$out" && pwd)"
 
 # Everything started here is stopped on exit, however the script ends.
-server_pid=""
+SERVER_PID=""
 load_pid=""
 record_pid=""
-stop() { # pid: TERM, then KILL after 5 s
-  local p="$1"
-  kill -TERM "$p" 2>/dev/null || return 0
-  for _ in $(seq 1 50); do
-    kill -0 "$p" 2>/dev/null || { wait "$p" 2>/dev/null || true; return 0; }
-    sleep 0.1
-  done
-  kill -KILL "$p" 2>/dev/null || true
-  wait "$p" 2>/dev/null || true
-}
 cleanup() {
   local rc=$?
-  [ -z "$record_pid" ] || stop "$record_pid"
-  [ -z "$load_pid" ] || stop "$load_pid"
-  [ -z "$server_pid" ] || stop "$server_pid"
+  [ -z "$record_pid" ] || stop_process "$record_pid"
+  [ -z "$load_pid" ] || stop_process "$load_pid"
+  [ -z "$SERVER_PID" ] || stop_process "$SERVER_PID"
   exit "$rc"
 }
 trap cleanup EXIT
@@ -180,33 +163,23 @@ trap 'exit 143' TERM
 
 start_server() { # extra args...
   say "starting $server_bin --listen 127.0.0.1:$port $*"
-  "$server_bin" --listen "127.0.0.1:$port" "$@" >"$out/server.log" 2>&1 &
-  server_pid=$!
-  for _ in $(seq 1 100); do
-    if curl -fsS -o /dev/null "http://127.0.0.1:$port/healthz" 2>/dev/null; then
-      pid="$server_pid"
-      return 0
-    fi
-    kill -0 "$server_pid" 2>/dev/null ||
-      die "search-server exited at start (port $port taken?): $(tail -n 3 "$out/server.log")"
-    sleep 0.1
-  done
-  die "search-server did not answer on port $port within 10 s; see $out/server.log"
+  start_search_server "$server_bin" "$port" "$out/server.log" "$@"
+  pid="$SERVER_PID"
 }
 
 stop_server() {
-  say "stopping search-server (pid $server_pid)"
-  stop "$server_pid"
-  server_pid=""
+  say "stopping search-server (pid $SERVER_PID)"
+  stop_process "$SERVER_PID"
+  SERVER_PID=""
 }
 
 find_server() {
   local pids
   pids="$(pgrep -x search-server || true)"
   case "$(echo "$pids" | grep -c . || true)" in
-    0) die "no running search-server found; start one (target/release/search-server), give --pid PID, or try --demo" ;;
+    0) bad_usage "no running search-server found; start one (target/release/search-server), give --pid PID, or try --demo" ;;
     1) echo "$pids" ;;
-    *) die "several search-server processes are running ($(echo $pids)); choose one with --pid PID" ;;
+    *) bad_usage "several search-server processes are running ($(echo $pids)); choose one with --pid PID" ;;
   esac
 }
 
@@ -214,7 +187,7 @@ find_server() {
 # --no-load, and reports the load's throughput.
 capture() {
   local name="$1"
-  kill -0 "$pid" 2>/dev/null || die "pid $pid is not running; start the server or give --pid PID"
+  kill -0 "$pid" 2>/dev/null || bad_usage "pid $pid is not running; start the server or give --pid PID"
   local load_log="$out/$name-load.txt"
   if [ "$load" -eq 1 ]; then
     say "$name: load oha -m POST -c $connections -z $((duration + 2))s $url"
@@ -231,7 +204,7 @@ capture() {
   local rc=0
   wait "$record_pid" || rc=$?
   record_pid=""
-  [ "$rc" -eq 0 ] || die "$name: profiler record failed (exit $rc)"
+  [ "$rc" -eq 0 ] || bad_usage "$name: profiler record failed (exit $rc)"
   if [ -n "$load_pid" ]; then
     wait "$load_pid" 2>/dev/null || true
     load_pid=""
@@ -264,7 +237,7 @@ if [ "$demo" -eq 1 ]; then
   start_server --slow-search
 elif [ "$pause" -eq 1 ]; then
   say "base written to $base. Change the server now (e.g. restart it with your change), then press Enter"
-  read -r _ </dev/tty || die "--pause needs a terminal to wait on; use --base FILE in a second run instead"
+  read -r _ </dev/tty || bad_usage "--pause needs a terminal to wait on; use --base FILE in a second run instead"
   if [ -n "$pid_given" ] && kill -0 "$pid_given" 2>/dev/null; then
     pid="$pid_given"
   else

@@ -2,43 +2,57 @@
 # The main job, end to end: build release, start search-server on its embedded feed set, put
 # the tutorial's load on it, profile it from the outside for 10 s, write out/cpu.pb.gz,
 # out/cpu.svg and out/cpu.folded, print the top 10 functions, and stop everything it started.
-# Usage: scripts/demo.sh            (run as root, or it re-runs itself with sudo for recording)
-#        PORT=5050 DURATION=10 scripts/demo.sh
 set -euo pipefail
-cd "$(dirname "$0")/.."
+source "$(dirname "$0")/lib.sh"
 
+usage() {
+  cat <<'EOF'
+Usage: scripts/demo.sh      (as root, or it records through sudo)
+
+Runs scripts/setup.sh, builds the release binaries, starts search-server on 127.0.0.1:PORT
+over its embedded feeds, puts the tutorial's load on it (oha -m POST -c 8), records it from
+the outside for DURATION seconds, writes OUT/cpu.pb.gz, OUT/cpu.svg and OUT/cpu.folded,
+prints the top 10 functions, and stops everything it started.
+
+Environment: PORT (default 5000), DURATION (seconds, default 10), OUT (directory, default out).
+
+Examples:
+  sudo scripts/demo.sh
+  sudo PORT=5050 DURATION=20 OUT=/tmp/demo scripts/demo.sh
+EOF
+}
+
+case "${1:-}" in
+  "") ;;
+  -h | --help) usage; exit 0 ;;
+  *) bad_usage "unknown argument '$1'; settings come from the environment, see --help" ;;
+esac
 PORT="${PORT:-5000}"
 DURATION="${DURATION:-10}"
 OUT="${OUT:-out}"
+is_positive_int "$PORT" || bad_usage "PORT=$PORT is not a port number"
+is_positive_int "$DURATION" || bad_usage "DURATION=$DURATION is not a positive whole number of seconds"
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+cd "$REPO"
+mkdir -p "$OUT"
 
 bash scripts/setup.sh
-export PATH="$HOME/.cargo/bin:$PATH"
 
 echo "==> building release binaries"
 cargo build --release --locked -p search-server -p profiler --bins
+BIN="$(release_dir)"
 
-server_pid=""
+SERVER_PID=""
 load_pid=""
 cleanup() {
   [ -n "$load_pid" ] && kill "$load_pid" 2>/dev/null || true
-  if [ -n "$server_pid" ]; then
-    kill -TERM "$server_pid" 2>/dev/null || true
-    wait "$server_pid" 2>/dev/null || true
-  fi
+  [ -z "$SERVER_PID" ] || stop_process "$SERVER_PID"
 }
 trap cleanup EXIT INT TERM
 
 echo "==> starting search-server on 127.0.0.1:$PORT (embedded feeds)"
-./target/release/search-server --listen "127.0.0.1:$PORT" &
-server_pid=$!
-for _ in $(seq 1 100); do
-  if curl -fsS "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1; then break; fi
-  if ! kill -0 "$server_pid" 2>/dev/null; then echo "demo: search-server exited at start" >&2; exit 1; fi
-  sleep 0.1
-done
-curl -fsS "http://127.0.0.1:$PORT/healthz" >/dev/null
+start_search_server "$BIN/search-server" "$PORT" "$OUT/server.log"
 
 URL="http://127.0.0.1:$PORT/search?term=house&cnn=on&bbc=on&nyt=on"
 LOAD_SECS=$((DURATION + 3))
@@ -47,9 +61,8 @@ oha --no-tui -m POST -c 8 -z "${LOAD_SECS}s" "$URL" > "/tmp/demo-oha.$$.txt" 2>&
 load_pid=$!
 sleep 1
 
-mkdir -p "$OUT"
-echo "==> recording pid $server_pid for ${DURATION}s from the outside"
-$SUDO ./target/release/profiler record --pid "$server_pid" --duration "${DURATION}s" \
+echo "==> recording pid $SERVER_PID for ${DURATION}s from the outside"
+$SUDO "$BIN/profiler" record --pid "$SERVER_PID" --duration "${DURATION}s" \
   -o "$OUT/cpu.pb.gz" --flamegraph "$OUT/cpu.svg" --folded "$OUT/cpu.folded"
 
 wait "$load_pid" 2>/dev/null || true
@@ -61,10 +74,11 @@ rm -f "/tmp/demo-oha.$$.txt"
 
 echo
 echo "==> top 10 functions (flat CPU)"
-./target/release/profiler top "$OUT/cpu.pb.gz" -n 10
+"$BIN/profiler" top "$OUT/cpu.pb.gz" -n 10
 
 echo
 echo "==> files"
 echo "  capture     $OUT/cpu.pb.gz   (go tool pprof -top $OUT/cpu.pb.gz; profiler top/list/diff)"
 echo "  flame graph $OUT/cpu.svg     (open in a browser)"
 echo "  folded      $OUT/cpu.folded"
+echo "  server log  $OUT/server.log"

@@ -3,8 +3,7 @@
 # for "house" over all three sources from 8 connections, 100,000 requests by default.
 # Installs oha (the way scripts/setup.sh does) when it is missing.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-export PATH="$HOME/.cargo/bin:$PATH"
+source "$(dirname "$0")/lib.sh"
 
 usage() {
   cat <<'EOF'
@@ -32,11 +31,6 @@ Examples:
 EOF
 }
 
-die() {
-  echo "load: $*" >&2
-  exit 2
-}
-
 REQUESTS="${LOAD_REQUESTS:-100000}"
 DURATION="${LOAD_DURATION:-}"
 CONNECTIONS="${LOAD_CONNECTIONS:-8}"
@@ -46,7 +40,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     -h|--help) usage; exit 0 ;;
     -n|-c|-u|-z)
-      [ $# -ge 2 ] || die "$1 needs a value; see scripts/load.sh --help"
+      [ $# -ge 2 ] || bad_usage "$1 needs a value; see scripts/load.sh --help"
       case "$1" in
         -n) REQUESTS="$2"; DURATION="" ;;
         -z) DURATION="$2" ;;
@@ -55,29 +49,28 @@ while [ $# -gt 0 ]; do
       esac
       shift 2 ;;
     --) shift; EXTRA=("$@"); break ;;
-    *) die "unknown argument '$1'; see scripts/load.sh --help" ;;
+    *) bad_usage "unknown argument '$1'; see scripts/load.sh --help" ;;
   esac
 done
 
-positive() { case "$1" in ''|*[!0-9]*) return 1 ;; *) [ "$1" -gt 0 ] ;; esac; }
-positive "$REQUESTS" || die "request count '$REQUESTS' is not a positive whole number (-n or LOAD_REQUESTS)"
-positive "$CONNECTIONS" || die "connection count '$CONNECTIONS' is not a positive whole number (-c or LOAD_CONNECTIONS)"
+is_positive_int "$REQUESTS" || bad_usage "request count '$REQUESTS' is not a positive whole number (-n or LOAD_REQUESTS)"
+is_positive_int "$CONNECTIONS" || bad_usage "connection count '$CONNECTIONS' is not a positive whole number (-c or LOAD_CONNECTIONS)"
 if [ -n "$DURATION" ]; then
   case "$DURATION" in
     *[0-9]s|*[0-9]m|*[0-9]h|*[0-9]ms) ;;
-    *) die "duration '$DURATION' is not like 30s, 2m or 500ms (-z or LOAD_DURATION)" ;;
+    *) bad_usage "duration '$DURATION' is not like 30s, 2m or 500ms (-z or LOAD_DURATION)" ;;
   esac
 fi
 case "$URL" in
   http://*|https://*) ;;
-  *) die "URL '$URL' must start with http:// or https:// (-u or LOAD_URL)" ;;
+  *) bad_usage "URL '$URL' must start with http:// or https:// (-u or LOAD_URL)" ;;
 esac
 
 if ! command -v oha >/dev/null; then
   # The same pinned version as scripts/setup.sh, read from there so the two never drift.
-  oha_crate="$(grep -o 'oha@[0-9.]*' scripts/setup.sh | head -n1)"
-  [ -n "$oha_crate" ] || die "oha is missing and scripts/setup.sh names no oha version; run: cargo install oha --locked"
-  command -v cargo >/dev/null || die "oha is missing and so is cargo; install Rust (rustup) or run scripts/setup.sh"
+  oha_crate="$(grep -o 'oha@[0-9.]*' "$REPO/scripts/setup.sh" | head -n1)"
+  [ -n "$oha_crate" ] || fail "oha is missing and scripts/setup.sh names no oha version; run: cargo install oha --locked"
+  command -v cargo >/dev/null || fail "oha is missing and so is cargo; install Rust (rustup) or run scripts/setup.sh"
   echo "load: oha not found; installing $oha_crate as scripts/setup.sh does (takes a minute, once)" >&2
   cargo install "$oha_crate" --locked
 fi
@@ -86,8 +79,8 @@ fi
 status="$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 -X POST "$URL" || true)"
 case "$status" in
   2??) ;;
-  000) die "nothing answers at $URL; start the server first (cargo run --release -p search-server), or point -u at it" ;;
-  *) die "$URL answered HTTP $status to a POST; is that a search-server /search URL?" ;;
+  000) bad_usage "nothing answers at $URL; start the server first (cargo run --release -p search-server), or point -u at it" ;;
+  *) bad_usage "$URL answered HTTP $status to a POST; is that a search-server /search URL?" ;;
 esac
 
 if [ -n "$DURATION" ]; then

@@ -6,6 +6,7 @@
 # Perfetto files with them). Idempotent: when everything is present it finishes in about a
 # second.
 set -euo pipefail
+source "$(dirname "$0")/lib.sh"
 
 case "${1:-}" in
   -h|--help)
@@ -15,6 +16,7 @@ Usage: sudo scripts/setup.sh
 Installs what building and testing need: Debian packages (rustc-web for the eBPF build,
 llvm-22, linux-perf, golang-go, chromium, graphviz, ...), bpf-linker, oha, and Perfetto's
 Python protos. Safe to run again: it only installs what is missing.
+Needs: root (or sudo), apt, and python3 with pip (both on the base image).
 Example:
   sudo scripts/setup.sh && cargo build --release
 USAGE
@@ -47,7 +49,6 @@ else
 fi
 
 # rustup's cargo installs into ~/.cargo/bin; make sure that is where we look.
-export PATH="$HOME/.cargo/bin:$PATH"
 
 if ! command -v bpf-linker >/dev/null || ! bpf-linker --version 2>/dev/null | grep -q "0.13.0"; then
   log "building bpf-linker 0.13.0 against LLVM 22 (about 90 s, once)"
@@ -65,6 +66,7 @@ else
 fi
 
 # Perfetto's own protobuf bindings, to check our trace files the way Perfetto reads them.
+require_tools python3
 if ! python3 -c 'import perfetto.protos.perfetto.trace.perfetto_trace_pb2' 2>/dev/null; then
   log "installing Python packages: perfetto protobuf"
   python3 -m pip install --quiet --disable-pip-version-check 'perfetto==0.59.1' 'protobuf>=5'

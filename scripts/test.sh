@@ -8,6 +8,7 @@
 # server, the workloads) and the tests themselves; the eBPF object is built once for all
 # profiles (profiler/build.rs). Tests that record take one recording at a time by themselves.
 set -euo pipefail
+source "$(dirname "$0")/lib.sh"
 cd "$(dirname "$0")/.."
 
 case "${1:-}" in
@@ -24,7 +25,6 @@ USAGE
 esac
 
 bash scripts/setup.sh
-export PATH="$HOME/.cargo/bin:$PATH"
 
 if [ "$(id -u)" -ne 0 ]; then
   echo "test.sh: the profiler's tests load eBPF programs and need root; run: sudo scripts/test.sh" >&2

@@ -10,6 +10,7 @@
 #![no_std]
 
 pub mod cpu;
+pub mod offcpu;
 pub mod stacks;
 pub mod targets;
 

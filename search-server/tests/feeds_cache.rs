@@ -1,10 +1,17 @@
 //! Feed cache against real loopback origins (tests/support/origin.rs): timeouts, stale copies
 //! on failure, malformed feeds beside good ones, TTL expiry, single flight, body cap, files.
+//!
+//! Tests about time (TTLs, fetch timeouts, slow origins) run on tokio's paused clock: the
+//! origin shares the test's runtime, so whenever everything waits on a timer the clock jumps
+//! to it. They advance time instead of sleeping and measure it on that clock, never on the
+//! wall clock, so they take no real time and do not depend on the machine's load.
 
 mod support;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::{Instant, advance};
 
 use search_server::feeds::{CacheOptions, FeedCache, FeedLocation, FeedSnapshot, Source};
 use support::origin::{Behavior, Origin, fixture};
@@ -17,14 +24,17 @@ fn source(id: &str, urls: Vec<String>) -> Source {
     }
 }
 
-fn options(ttl_ms: u64, timeout_ms: u64) -> CacheOptions {
+fn options(ttl: Duration, timeout: Duration) -> CacheOptions {
     CacheOptions {
-        ttl: Duration::from_millis(ttl_ms),
-        connect_timeout: Duration::from_millis(timeout_ms),
-        total_timeout: Duration::from_millis(timeout_ms),
+        ttl,
+        connect_timeout: timeout,
+        total_timeout: timeout,
         ..CacheOptions::default()
     }
 }
+
+const SEC: Duration = Duration::from_secs(1);
+const MIN: Duration = Duration::from_secs(60);
 
 fn titles(snapshot: &FeedSnapshot) -> Vec<String> {
     let feed = snapshot
@@ -68,27 +78,25 @@ async fn fetches_and_parses_over_http_with_our_user_agent() {
     assert!(cache.snapshot("unknown").await.is_none());
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn slow_origin_without_a_copy_is_reported_unavailable_within_the_timeout() {
     let origin = Origin::start().await;
     origin.serve_fixture("/fast.xml", "rss2.xml");
     origin.serve_fixture("/slow.xml", "atom.xml");
-    origin.set("/slow.xml", Behavior::Delay(Duration::from_secs(5)));
+    origin.set("/slow.xml", Behavior::Delay(MIN));
+    let timeout = 10 * SEC;
     let cache = FeedCache::new(
         vec![source(
             "s",
             vec![origin.url("/fast.xml"), origin.url("/slow.xml")],
         )],
-        options(60_000, 500),
+        options(15 * MIN, timeout),
     );
     let started = Instant::now();
     let snaps = cache.snapshot("s").await.unwrap();
-    // Generous margin: the point is "did not wait for the origin's 5 s".
-    assert!(
-        started.elapsed() < Duration::from_secs(4),
-        "waited {:?}",
-        started.elapsed()
-    );
+    // Waited out the fetch timeout, not the origin's minute.
+    let waited = started.elapsed();
+    assert!(timeout <= waited && waited < MIN, "waited {waited:?}");
     assert_eq!(titles(&snaps[0]).len(), 3);
     assert!(snaps[1].feed.is_none());
     let error = snaps[1]
@@ -99,41 +107,42 @@ async fn slow_origin_without_a_copy_is_reported_unavailable_within_the_timeout()
     assert_eq!(origin.hits("/slow.xml"), 1);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn slow_refresh_serves_the_stale_copy_within_the_timeout() {
     let origin = Origin::start().await;
     origin.serve("/f.xml", one_item_feed("old news"));
+    let (ttl, timeout) = (15 * MIN, 10 * SEC);
     let cache = FeedCache::new(
         vec![source("s", vec![origin.url("/f.xml")])],
-        options(200, 500),
+        options(ttl, timeout),
     );
     assert_eq!(titles(&cache.snapshot("s").await.unwrap()[0]), ["old news"]);
     origin.serve("/f.xml", one_item_feed("new news"));
-    origin.set("/f.xml", Behavior::Delay(Duration::from_secs(5)));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    origin.set("/f.xml", Behavior::Delay(MIN));
+    advance(ttl).await;
     let started = Instant::now();
     let snaps = cache.snapshot("s").await.unwrap();
-    assert!(
-        started.elapsed() < Duration::from_secs(4),
-        "waited {:?}",
-        started.elapsed()
-    );
+    let waited = started.elapsed();
+    assert!(timeout <= waited && waited < MIN, "waited {waited:?}");
     assert_eq!(titles(&snaps[0]), ["old news"]);
     assert_eq!(origin.hits("/f.xml"), 2);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn failing_refresh_keeps_the_last_good_copy_and_records_the_failure() {
     let origin = Origin::start().await;
     origin.serve_fixture("/f.xml", "rss2.xml");
+    // A TTL shorter than the cache's pause before retrying a failed feed, so the retry
+    // comes after one TTL.
+    let ttl = 10 * SEC;
     let cache = FeedCache::new(
         vec![source("s", vec![origin.url("/f.xml")])],
-        options(200, 2_000),
+        options(ttl, 2 * SEC),
     );
     let first = cache.snapshot("s").await.unwrap();
     assert!(first[0].error.is_none());
     origin.set("/f.xml", Behavior::Status(500));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    advance(ttl).await;
     let snaps = cache.snapshot("s").await.unwrap();
     assert_eq!(titles(&snaps[0]), titles(&first[0]), "stale copy served");
     let error = snaps[0]
@@ -151,7 +160,7 @@ async fn failing_refresh_keeps_the_last_good_copy_and_records_the_failure() {
 
     // The origin recovers: the next refresh clears the error.
     origin.set("/f.xml", Behavior::Ok);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    advance(ttl).await;
     let snaps = cache.snapshot("s").await.unwrap();
     assert!(snaps[0].error.is_none(), "{:?}", snaps[0].error);
     assert_eq!(cache.stats()[0].failures, 1);
@@ -164,7 +173,7 @@ async fn failed_feed_is_not_refetched_on_every_request() {
     origin.set("/down.xml", Behavior::Status(503));
     let cache = FeedCache::new(
         vec![source("s", vec![origin.url("/down.xml")])],
-        options(60_000, 1_000),
+        options(MIN, SEC),
     );
     for _ in 0..5 {
         let snaps = cache.snapshot("s").await.unwrap();
@@ -189,7 +198,7 @@ async fn malformed_feed_fails_alone() {
                 origin.url("/good2.xml"),
             ],
         )],
-        options(60_000, 2_000),
+        options(MIN, 2 * SEC),
     );
     let snaps = cache.snapshot("s").await.unwrap();
     assert_eq!(titles(&snaps[0]).len(), 3);
@@ -207,20 +216,23 @@ async fn malformed_feed_fails_alone() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn ttl_expiry_refetches() {
     let origin = Origin::start().await;
     origin.serve("/f.xml", one_item_feed("first"));
+    let ttl = 15 * MIN;
     let cache = FeedCache::new(
         vec![source("s", vec![origin.url("/f.xml")])],
-        options(400, 2_000),
+        options(ttl, 10 * SEC),
     );
     assert_eq!(titles(&cache.snapshot("s").await.unwrap()[0]), ["first"]);
     origin.serve("/f.xml", one_item_feed("second"));
-    // Within the TTL: served from the cache, no new fetch.
+    // Up to the last moment of the TTL: served from the cache, no new fetch.
+    advance(ttl - Duration::from_millis(1)).await;
     assert_eq!(titles(&cache.snapshot("s").await.unwrap()[0]), ["first"]);
     assert_eq!(origin.hits("/f.xml"), 1);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // At the TTL: fetched again.
+    advance(Duration::from_millis(1)).await;
     assert_eq!(titles(&cache.snapshot("s").await.unwrap()[0]), ["second"]);
     assert_eq!(origin.hits("/f.xml"), 2);
     assert_eq!(cache.stats()[0].fetches, 2);
@@ -230,11 +242,12 @@ async fn ttl_expiry_refetches() {
 async fn concurrent_callers_share_one_fetch() {
     let origin = Origin::start().await;
     origin.serve_fixture("/f.xml", "rss2.xml");
-    // The delay keeps the fetch in flight while all callers arrive.
+    // The delay keeps the fetch in flight while all callers arrive. On the real clock: this
+    // test is about threads racing, and a paused clock needs a single-threaded runtime.
     origin.set("/f.xml", Behavior::Delay(Duration::from_millis(300)));
     let cache = FeedCache::new(
         vec![source("s", vec![origin.url("/f.xml")])],
-        options(60_000, 5_000),
+        options(MIN, 5 * SEC),
     );
     let callers: Vec<_> = (0..50)
         .map(|_| {
@@ -257,7 +270,7 @@ async fn sources_sharing_a_url_share_its_fetch() {
     let url = origin.url("/f.xml");
     let cache = FeedCache::new(
         vec![source("a", vec![url.clone()]), source("b", vec![url])],
-        options(60_000, 2_000),
+        options(MIN, 2 * SEC),
     );
     cache.refresh_all().await;
     assert_eq!(titles(&cache.snapshot("a").await.unwrap()[0]).len(), 3);
@@ -279,7 +292,7 @@ async fn body_over_the_cap_fails_that_feed() {
     origin.serve_fixture("/small.xml", "rss2.xml");
     let opts = CacheOptions {
         max_body_bytes: 4_096,
-        ..options(60_000, 2_000)
+        ..options(MIN, 2 * SEC)
     };
     let cache = FeedCache::new(
         vec![source(
@@ -297,6 +310,8 @@ async fn body_over_the_cap_fails_that_feed() {
         assert!(snap.feed.is_none(), "{}", snap.location);
         let error = snap.error.as_deref().unwrap();
         assert!(error.contains("4096-byte cap"), "{error}");
+        // The way out is a flag users can reach.
+        assert!(error.contains("a larger --max-feed-bytes"), "{error}");
     }
     assert_eq!(titles(&snaps[2]).len(), 3);
 }
@@ -308,7 +323,7 @@ async fn chunked_body_under_the_cap_is_read_whole() {
     origin.set("/f.xml", Behavior::Chunked);
     let cache = FeedCache::new(
         vec![source("s", vec![origin.url("/f.xml")])],
-        options(60_000, 2_000),
+        options(MIN, 2 * SEC),
     );
     assert_eq!(titles(&cache.snapshot("s").await.unwrap()[0]).len(), 3);
 }
@@ -326,7 +341,7 @@ async fn http_errors_name_the_url() {
             "s",
             vec![origin.url("/missing.xml"), closed.clone()],
         )],
-        options(60_000, 2_000),
+        options(MIN, 2 * SEC),
     );
     let snaps = cache.snapshot("s").await.unwrap();
     let not_found = snaps[0].error.as_deref().unwrap();
@@ -353,7 +368,7 @@ async fn local_files_are_read_and_missing_ones_reported() {
                 FeedLocation::File(missing.clone()),
             ],
         }],
-        options(60_000, 2_000),
+        options(MIN, 2 * SEC),
     );
     let snaps = cache.snapshot("f").await.unwrap();
     assert_eq!(titles(&snaps[0]), ["RDF item A", "RDF item B"]);

@@ -659,14 +659,17 @@ async fn slow_origin_does_not_hold_the_request_past_the_fetch_timeout() {
     srv.stop().await;
 }
 
-#[tokio::test]
+// On tokio's paused clock (server, client and origin share the runtime): the TTL passes by
+// `advance`, not by sleeping.
+#[tokio::test(start_paused = true)]
 async fn failing_origin_after_a_good_fetch_serves_the_stale_copy_and_shows_the_failure() {
     let origin = Origin::start().await;
     let sources = serve_world(&origin);
     let cache = CacheOptions {
-        ttl: Duration::from_millis(200),
+        ttl: Duration::from_secs(15 * 60),
         ..CacheOptions::default()
     };
+    let ttl = cache.ttl;
     let srv = TestServer::start_with(sources, cache, ServerOptions::default()).await;
     let (_, html) = srv
         .post_form("/search", "term=house&cnn=on&bbc=on&nyt=on")
@@ -675,7 +678,7 @@ async fn failing_origin_after_a_good_fetch_serves_the_stale_copy_and_shows_the_f
     assert!(!html.contains("class=\"note\""));
 
     origin.set("/nyt-1.xml", Behavior::Status(503));
-    tokio::time::sleep(Duration::from_millis(400)).await; // past the TTL
+    tokio::time::advance(ttl).await;
     let (status, html) = srv
         .post_form("/search", "term=house&cnn=on&bbc=on&nyt=on")
         .await;

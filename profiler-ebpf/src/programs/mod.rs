@@ -2,6 +2,7 @@
 //! and counting.
 
 mod cpu;
+mod offcpu;
 mod targets;
 
 use aya_ebpf::{
@@ -67,11 +68,15 @@ pub enum Stack {
     Error,
 }
 
-/// `flags`: `BPF_F_USER_STACK` for the user stack, 0 for the kernel stack.
+/// Copies a stack of the current task into this CPU's scratch slot and hashes it; `flags` is
+/// `BPF_F_USER_STACK` for the user stack, 0 for the kernel stack. The caller stores it.
 #[inline(always)]
-pub fn take_stack<C: EbpfContext>(ctx: &C, set: u32, flags: u64) -> Stack {
+pub fn capture_stack<C: EbpfContext>(
+    ctx: &C,
+    flags: u64,
+) -> Result<(u64, &'static RawStack), Stack> {
     let Some(scratch) = STACK_SCRATCH.get_ptr_mut(0) else {
-        return Stack::Error;
+        return Err(Stack::Error);
     };
     // SAFETY: our CPU's scratch slot; nothing else runs on this CPU until we return.
     let scratch = unsafe { &mut *scratch };
@@ -85,20 +90,39 @@ pub fn take_stack<C: EbpfContext>(ctx: &C, set: u32, flags: u64) -> Stack {
         )
     };
     if n == -EFAULT || n == 0 {
-        return Stack::Missing;
+        return Err(Stack::Missing);
     }
     if n < 0 {
-        return Stack::Error;
+        return Err(Stack::Error);
     }
     let len = (n as usize / 8).min(MAX_STACK_DEPTH);
     scratch.len = len as u32;
-    let hash = stack_hash(&scratch.ips, len);
-    // NOEXIST: a stack already stored is the common case and costs a lookup, no copy.
-    match stacks_of(set).insert(&hash, &*scratch, BPF_NOEXIST as u64) {
+    Ok((stack_hash(&scratch.ips, len), scratch))
+}
+
+/// What an insert of a stack (with NOEXIST) into a stacks map means.
+#[inline(always)]
+pub fn stored(result: Result<(), i64>, hash: u64) -> Stack {
+    match result {
         Ok(()) => Stack::Stored(hash),
-        Err(e) if -(e as i64) == EEXIST => Stack::Stored(hash),
-        Err(e) if -(e as i64) == E2BIG || -(e as i64) == ENOMEM => Stack::MapFull,
+        // Already there: the common case, and it costs a lookup, no copy.
+        Err(e) if -e == EEXIST => Stack::Stored(hash),
+        Err(e) if -e == E2BIG || -e == ENOMEM => Stack::MapFull,
         Err(_) => Stack::Error,
+    }
+}
+
+/// Takes a stack into the active set's `STACKS` map (see `capture_stack` for `flags`).
+#[inline(always)]
+pub fn take_stack<C: EbpfContext>(ctx: &C, set: u32, flags: u64) -> Stack {
+    match capture_stack(ctx, flags) {
+        Ok((hash, stack)) => stored(
+            stacks_of(set)
+                .insert(&hash, stack, BPF_NOEXIST as u64)
+                .map_err(|e| e as i64),
+            hash,
+        ),
+        Err(outcome) => outcome,
     }
 }
 

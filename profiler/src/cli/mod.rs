@@ -57,6 +57,10 @@ pub struct FilterArgs {
     /// Drop stacks with a frame matching this regex.
     #[arg(long, value_name = "RE")]
     pub ignore: Option<String>,
+    /// Keep only samples with this label value, e.g. `state=S`, `process=search-server`,
+    /// `thread=worker-1`; repeat for several (values of one key are alternatives).
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub tag: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -69,7 +73,9 @@ pub enum TableFormat {
 /// Parses `10s`, `1500ms`, `2m`, `1h`, or bare seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let (num, mult_ms) = if let Some(n) = s.strip_suffix("ms") {
+    let (num, mult_ms) = if let Some(n) = s.strip_suffix("us").or(s.strip_suffix("µs")) {
+        (n, 0.001)
+    } else if let Some(n) = s.strip_suffix("ms") {
         (n, 1.0)
     } else if let Some(n) = s.strip_suffix('s') {
         (n, 1000.0)
@@ -83,11 +89,22 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let v: f64 = num
         .trim()
         .parse()
-        .map_err(|_| format!("invalid duration {s:?} (try 10s, 1500ms, 2m)"))?;
+        .map_err(|_| format!("invalid duration {s:?} (try 10s, 1500ms, 100us, 2m)"))?;
     if !(v.is_finite() && v > 0.0) {
         return Err(format!("duration must be positive, got {s:?}"));
     }
     Ok(Duration::from_secs_f64(v * mult_ms / 1000.0))
+}
+
+/// Like [`parse_duration`], but 0 is allowed (a threshold of nothing).
+pub fn parse_threshold(s: &str) -> Result<Duration, String> {
+    if s.trim()
+        .trim_end_matches(|c: char| c.is_ascii_alphabetic() || c == 'µ')
+        == "0"
+    {
+        return Ok(Duration::ZERO);
+    }
+    parse_duration(s)
 }
 
 /// Entry point for `main`: returns the process exit code.
@@ -130,6 +147,11 @@ mod tests {
         );
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
+        assert_eq!(parse_duration("100us").unwrap(), Duration::from_micros(100));
+        assert_eq!(parse_threshold("0").unwrap(), Duration::ZERO);
+        assert_eq!(parse_threshold("0us").unwrap(), Duration::ZERO);
+        assert_eq!(parse_threshold("50us").unwrap(), Duration::from_micros(50));
+        assert!(parse_threshold("-1").is_err());
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("abc").is_err());
     }

@@ -21,7 +21,9 @@ use super::{FilterArgs, TableFormat};
 #[command(after_help = "Examples:
   profiler flamegraph cpu.pb.gz -o cpu.svg
   profiler flamegraph cpu.pb.gz --focus 'search' --reverse -o search-icicle.svg
-  profiler flamegraph heap.pb.gz --sample-type inuse_space -o heap.svg")]
+  profiler flamegraph heap.pb.gz --sample-type inuse_space -o heap.svg
+  profiler flamegraph wall.pb.gz --sample-type offcpu --tag state=S --tag state=D -o blocked.svg
+  profiler flamegraph all.pb.gz --per-process -o all.svg")]
 pub struct FlamegraphArgs {
     pub capture: PathBuf,
     /// Output SVG path.
@@ -35,6 +37,9 @@ pub struct FlamegraphArgs {
     /// One root frame per thread.
     #[arg(long)]
     pub per_thread: bool,
+    /// One root frame per process (with `record -a` or several pids).
+    #[arg(long)]
+    pub per_process: bool,
     /// Title (default: from the capture's metadata).
     #[arg(long)]
     pub title: Option<String>,
@@ -162,7 +167,8 @@ fn selection(f: &FilterArgs) -> Result<Selection> {
         f.sample_type.clone(),
         f.focus.as_deref(),
         f.ignore.as_deref(),
-    )?)
+    )?
+    .with_tags(&f.tag)?)
 }
 
 pub fn format(f: TableFormat) -> Format {
@@ -194,6 +200,7 @@ pub fn flamegraph(args: FlamegraphArgs) -> Result<i32> {
         fold: FoldOptions {
             selection: selection(&args.filter)?,
             per_thread: args.per_thread,
+            per_process: args.per_process,
         },
         reverse: args.reverse,
         title: args.title,
@@ -210,6 +217,7 @@ pub fn fold(args: FoldArgs) -> Result<i32> {
     let opts = FoldOptions {
         selection: selection(&args.filter)?,
         per_thread: false,
+        per_process: false,
     };
     // Compute first so a bad sample type is reported as itself, not as an I/O error.
     let stacks = profiler::render::folded::fold(&profile, &opts).map_err(in_file(&args.capture))?;
@@ -318,6 +326,7 @@ pub fn convert(args: ConvertArgs) -> Result<i32> {
                 ..Selection::default()
             },
             per_thread: false,
+            per_process: false,
         };
         let mut out = Vec::new();
         write_folded(&profile, &opts, &mut out).map_err(in_file(&args.input))?;

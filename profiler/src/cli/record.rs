@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use anyhow::Result;
 use clap::Args;
-use profiler::record::{self, Outputs, RecordOptions, TargetSpec};
+use profiler::record::{self, OffCpuOptions, Outputs, RecordOptions, TargetSpec};
 
-use super::parse_duration;
+use super::{parse_duration, parse_threshold};
 
 /// Sample the stacks of running processes (--pid, -a) or of a command it launches (after --).
 #[derive(Debug, Args)]
@@ -19,6 +19,8 @@ Examples:
   sudo profiler record --pid 4242 -F 999 -o cpu.pb.gz --flamegraph cpu.svg --folded cpu.folded
   sudo profiler record --pid 4242,4243 --follow-children -d 30s
   sudo profiler record -a -d 5s -o all.pb.gz            # every process on the machine
+  sudo profiler record --offcpu --pid 4242 -d 10s       # where its threads wait
+  sudo profiler record --cpu --offcpu --pid 4242 -d 10s --flamegraph wall.svg   # wall clock
   sudo profiler record -o bench.pb.gz -- cargo bench -p search-server --bench search
 A launched command is recorded with every process it starts (a shell, cargo, make -j ...).
 Without --duration, records until Ctrl-C or until the targets exit. A second Ctrl-C aborts.")]
@@ -36,12 +38,31 @@ pub struct RecordArgs {
     /// How long to record, e.g. 10s, 1500ms, 2m. Default: until Ctrl-C or the targets exit.
     #[arg(short, long, value_parser = parse_duration)]
     pub duration: Option<Duration>,
-    /// Sampling frequency in Hz per CPU (1..=10000).
+    /// Sample stacks on the CPU (the default when no signal is named).
+    #[arg(long)]
+    pub cpu: bool,
+    /// Sampling frequency of --cpu in Hz per CPU (1..=10000).
     #[arg(short = 'F', long, default_value_t = 99)]
     pub frequency: u64,
-    /// Where to write the pprof capture.
-    #[arg(short, long, default_value = "cpu.pb.gz")]
-    pub output: PathBuf,
+    /// Record where threads wait off the CPU (sleeping S, disk D, runnable R), charged to the
+    /// stack they blocked in, with who woke them. With --cpu too, the capture also has a
+    /// `wall` type: each thread's wall-clock time, on and off the CPU.
+    #[arg(long)]
+    pub offcpu: bool,
+    /// Off-CPU intervals shorter than this are counted, but not charged to a stack.
+    #[arg(long, value_parser = parse_threshold, default_value = "0", value_name = "DURATION")]
+    pub offcpu_min: Duration,
+    /// Record who woke a blocked thread only when it was blocked at least this long (a waker
+    /// costs two stack walks).
+    #[arg(long, value_parser = parse_threshold, default_value = "100us", value_name = "DURATION")]
+    pub waker_min: Duration,
+    /// Do not record who woke blocked threads.
+    #[arg(long)]
+    pub no_wakers: bool,
+    /// Where to write the pprof capture (default: cpu.pb.gz, offcpu.pb.gz, or wall.pb.gz
+    /// with both).
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
     /// Also write a flame graph SVG here.
     #[arg(long)]
     pub flamegraph: Option<PathBuf>,
@@ -67,13 +88,26 @@ impl RecordArgs {
         } else {
             return Err(record::RecordError::NothingToRecord.into());
         };
+        // No signal named: on-CPU sampling, as before there were others.
+        let cpu = self.cpu || !self.offcpu;
+        let default_output = match (cpu, self.offcpu) {
+            (true, true) => "wall.pb.gz",
+            (false, true) => "offcpu.pb.gz",
+            _ => "cpu.pb.gz",
+        };
         Ok(RecordOptions {
             target,
             duration: self.duration,
+            cpu,
             frequency: self.frequency,
+            offcpu: self.offcpu.then_some(OffCpuOptions {
+                min: self.offcpu_min,
+                wakers: !self.no_wakers,
+                waker_min: self.waker_min,
+            }),
             show_status: true,
             outputs: Outputs {
-                capture: self.output,
+                capture: self.output.unwrap_or_else(|| default_output.into()),
                 flamegraph: self.flamegraph,
                 folded: self.folded,
             },

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use profiler_ebpf::stacks::MAX_STACK_DEPTH;
 
-use super::collector::{Batch, RawSamples, StackId, StackTable};
+use super::collector::{Batch, RawSamples, StackId, StackTable, WakerKey};
 use super::health::{Ending, Health, is_kernel_root, is_user_root};
 use super::targets::ProcessRecord;
 use crate::profile::{
@@ -57,19 +57,24 @@ impl Symbols {
     ) {
         let mut user: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
         let mut kernel = Vec::new();
-        for (key, _) in &batch.samples {
-            if let Some(s) = key.user
-                && self.user_done.insert((key.pid, s))
+        // A sample's own stacks, and its waker's (symbolized with the waker's process).
+        let all_stacks = batch.samples.iter().flat_map(|(key, _)| {
+            let waker = key.waker.as_deref().map(|w| (w.pid, w.user, w.kernel));
+            [(key.pid, key.user, key.kernel)].into_iter().chain(waker)
+        });
+        for (pid, user_stack, kernel_stack) in all_stacks {
+            if let Some(s) = user_stack
+                && self.user_done.insert((pid, s))
             {
-                let addrs = user.entry(key.pid).or_default();
+                let addrs = user.entry(pid).or_default();
                 for (i, &ip) in stacks.get(s).iter().enumerate() {
                     let a = lookup_address(i, ip);
-                    if !self.user.contains_key(&(key.pid, a)) {
+                    if !self.user.contains_key(&(pid, a)) {
                         addrs.push(a);
                     }
                 }
             }
-            if let Some(s) = key.kernel
+            if let Some(s) = kernel_stack
                 && self.kernel_done.insert(s)
             {
                 for (i, &ip) in stacks.get(s).iter().enumerate() {
@@ -128,21 +133,47 @@ type CachedLocation = (usize, u64, Option<MissReason>);
 
 pub const MISSING_USER_STACK: &str = "[missing user stack]";
 pub const TRUNCATED: &str = "[truncated]";
+/// Samples recorded without stacks on purpose (e.g. off-CPU intervals under the minimum).
+pub const NO_STACK_TAKEN: &str = "[no stack: below the threshold]";
+/// Between a blocked stack and the stack of the thread that woke it.
+pub const WAKER_SEPARATOR: &str = "--";
+
+/// The profile being built, with what turning frames into locations shares across samples.
+struct Builder<'a> {
+    b: ProfileBuilder,
+    /// Mappings are shared by processes that map the same file at the same place (forked
+    /// children): keyed by what pprof's Mapping holds.
+    mappings: HashMap<(u64, u64, u64, String), usize>,
+    kernel_mapping: Option<usize>,
+    /// (pid or 0 for kernel, address, is the leaf) → the location made for it. Stacks share
+    /// most of their frames (the same server loop under every request): each frame becomes a
+    /// location once, not once per sample.
+    cache: HashMap<(u32, u64, bool), CachedLocation>,
+    asm: &'a Assembly<'a>,
+}
+
+/// Frames of one sample as they are added: locations leaf first, with their statistics.
+#[derive(Default)]
+struct SampleFrames {
+    locations: Vec<usize>,
+    frames: u64,
+    misses: Vec<MissReason>,
+}
 
 impl Symbols {
     pub fn build_profile(&mut self, samples: &RawSamples, asm: &Assembly<'_>) -> (Profile, Stats) {
-        let mut b = ProfileBuilder::new(asm.sample_types.to_vec());
         let width = asm.sample_types.len();
+        let mut out = Builder {
+            b: ProfileBuilder::new(asm.sample_types.to_vec()),
+            mappings: HashMap::new(),
+            kernel_mapping: None,
+            cache: HashMap::new(),
+            asm,
+        };
         let mut stats = Stats {
             totals: vec![0; width],
             ..Stats::default()
         };
-        // Mappings are shared by processes that map the same file at the same place (forked
-        // children): keyed by what pprof's Mapping holds.
-        let mut mappings: HashMap<(u64, u64, u64, String), usize> = HashMap::new();
-        let mut kernel_mapping: Option<usize> = None;
-        // (pid or 0 for kernel, address, is the leaf) → (location, lines in it, miss).
-        let mut location_cache: HashMap<(u32, u64, bool), CachedLocation> = HashMap::new();
         let mut keys: Vec<_> = samples.counts.iter().collect();
         keys.sort_unstable_by(|a, b| a.0.cmp(b.0));
         let mut tids = HashSet::new();
@@ -163,88 +194,36 @@ impl Symbols {
                 .sum();
             let events = events.max(0) as u64;
             let process = asm.processes.get(&key.pid);
-            let mut locations = Vec::new();
-            let mut frames = 0u64;
-            let mut misses: Vec<MissReason> = Vec::new();
             let user_len = key
                 .user
                 .map_or(0, |s| self.user_frames(key.pid, asm.stacks.get(s)));
             // Kernel frames first: pprof stacks are leaf first, and the kernel part is the leaf.
-            for (is_kernel, stack) in [(true, key.kernel), (false, key.user)] {
-                let Some(stack) = stack else { continue };
-                let ips = asm.stacks.get(stack);
-                let ips = if is_kernel { ips } else { &ips[..user_len] };
-                for (i, &ip) in ips.iter().enumerate() {
-                    // Stacks share most of their frames (the same server loop under every
-                    // request): each frame becomes a location once, not once per sample.
-                    let cache_key = (if is_kernel { 0 } else { key.pid }, ip, i == 0);
-                    let (location, lines, miss) = match location_cache.get(&cache_key) {
-                        Some(&cached) => cached,
-                        None => {
-                            let addr = lookup_address(i, ip);
-                            let resolved = if is_kernel {
-                                self.kernel.get(&addr)
-                            } else {
-                                self.user.get(&(key.pid, addr))
-                            };
-                            let Some(r) = resolved else { continue };
-                            let mapping = if is_kernel {
-                                Some(*kernel_mapping.get_or_insert_with(|| {
-                                    b.add_mapping(Mapping {
-                                        filename: Mapping::KERNEL.to_string(),
-                                        has_functions: true,
-                                        ..Mapping::default()
-                                    })
-                                }))
-                            } else {
-                                r.vma
-                                    .and_then(|v| process.map(|p| &p.maps.vmas()[v]))
-                                    .map(|vma| {
-                                        let k =
-                                            (vma.start, vma.end, vma.file_offset, vma.name.clone());
-                                        *mappings.entry(k).or_insert_with(|| {
-                                            let build_id = vma
-                                                .file
-                                                .as_deref()
-                                                .map(|f| self.symbolizer.build_id(f))
-                                                .unwrap_or_default();
-                                            b.add_mapping(Mapping {
-                                                memory_start: vma.start,
-                                                memory_limit: vma.end,
-                                                file_offset: vma.file_offset,
-                                                filename: vma.name.clone(),
-                                                build_id,
-                                                ..Mapping::default()
-                                            })
-                                        })
-                                    })
-                            };
-                            if let Some(m) = mapping {
-                                let mapping = &mut b.profile_mut().mappings[m];
-                                mapping.has_functions |= r.symbolized();
-                                mapping.has_filenames |= r.has_line_info;
-                                mapping.has_line_numbers |= r.has_line_info;
-                                mapping.has_inline_frames |= r.has_inlined;
-                            }
-                            let lines = r
-                                .lines
-                                .iter()
-                                .map(|l| Line {
-                                    function: b.function(&l.function, &l.file),
-                                    line: l.line,
-                                })
-                                .collect();
-                            let location = b.location(mapping, ip, lines);
-                            let cached = (location, r.lines.len() as u64, r.miss);
-                            location_cache.insert(cache_key, cached);
-                            cached
-                        }
-                    };
-                    frames += lines;
-                    misses.extend(miss);
-                    locations.push(location);
-                }
+            let mut sf = SampleFrames::default();
+            if let Some(k) = key.kernel {
+                let ips = self.without_tracing_frames(asm.stacks.get(k));
+                self.push_frames(&mut out, 0, ips, &mut sf);
             }
+            if let Some(u) = key.user {
+                self.push_frames(&mut out, key.pid, &asm.stacks.get(u)[..user_len], &mut sf);
+            }
+            match key.user {
+                None if key.kernel.is_none() => {
+                    sf.locations
+                        .push(pseudo_location(&mut out.b, NO_STACK_TAKEN));
+                }
+                None if !is_kernel_thread(key.pid, process) => {
+                    sf.locations
+                        .push(pseudo_location(&mut out.b, MISSING_USER_STACK));
+                }
+                Some(_) if user_len >= MAX_STACK_DEPTH => {
+                    sf.locations.push(pseudo_location(&mut out.b, TRUNCATED));
+                }
+                _ => {}
+            }
+            let locations = match key.waker.as_deref() {
+                Some(w) => self.with_waker(&mut out, w, sf.locations),
+                None => sf.locations,
+            };
             let ending = self.ending(key.kernel, key.user, user_len, key.pid, asm.stacks);
             let program = process
                 .map(|p| p.name.clone())
@@ -266,18 +245,13 @@ impl Symbols {
                 }
                 _ => String::new(),
             };
-            stats.health.add(&executable, ending, &ended_in, events);
-            match key.user {
-                None if !is_kernel_thread(key.pid, process) => {
-                    locations.push(pseudo_location(&mut b, MISSING_USER_STACK));
-                }
-                Some(_) if user_len >= MAX_STACK_DEPTH => {
-                    locations.push(pseudo_location(&mut b, TRUNCATED));
-                }
-                _ => {}
+            // A sample recorded without stacks on purpose says nothing about stack health.
+            let stackless = key.user.is_none() && key.kernel.is_none();
+            if events > 0 && !stackless {
+                stats.health.add(&executable, ending, &ended_in, events);
             }
-            stats.frames += frames * events;
-            for m in misses {
+            stats.frames += sf.frames * events;
+            for m in sf.misses {
                 *stats.unsymbolized.entry(m).or_default() += events;
             }
             let thread = asm
@@ -313,7 +287,18 @@ impl Symbols {
                 key: (*k).to_string(),
                 value: LabelValue::Str(v.clone()),
             }));
-            b.add_sample(Sample {
+            if let Some(w) = key.waker.as_deref() {
+                let name = asm
+                    .threads
+                    .get(&w.tid)
+                    .cloned()
+                    .unwrap_or_else(|| format!("tid-{}", w.tid));
+                labels.push(Label {
+                    key: "waker".into(),
+                    value: LabelValue::Str(name),
+                });
+            }
+            out.b.add_sample(Sample {
                 locations,
                 values: values.clone(),
                 labels,
@@ -321,13 +306,140 @@ impl Symbols {
         }
         stats.threads = tids.len();
         stats.processes = pids.len();
-        let p = b.profile_mut();
+        let p = out.b.profile_mut();
         p.default_sample_type = asm.default_sample_type.map(str::to_string);
         if let Some((t, period)) = &asm.period {
             p.period_type = Some(t.clone());
             p.period = *period;
         }
-        (b.finish(), stats)
+        (out.b.finish(), stats)
+    }
+
+    /// Puts the waker's stack on top of the blocked one, its leaf next to the blocked leaf,
+    /// after a `--` frame: read from the root, "blocked here; woken by this", as BCC's
+    /// offwaketime draws it.
+    fn with_waker(
+        &mut self,
+        out: &mut Builder<'_>,
+        w: &WakerKey,
+        blocked: Vec<usize>,
+    ) -> Vec<usize> {
+        let stacks = out.asm.stacks;
+        let mut woken = SampleFrames::default();
+        if let Some(k) = w.kernel {
+            let ips = self.without_tracing_frames(stacks.get(k));
+            self.push_frames(out, 0, ips, &mut woken);
+        }
+        if let Some(u) = w.user {
+            let n = self.user_frames(w.pid, stacks.get(u));
+            self.push_frames(out, w.pid, &stacks.get(u)[..n], &mut woken);
+        }
+        let mut locations = woken.locations;
+        locations.reverse();
+        locations.push(pseudo_location(&mut out.b, WAKER_SEPARATOR));
+        locations.extend(blocked);
+        locations
+    }
+
+    /// Adds the locations of `ips` (leaf first) of process `pid`, or of the kernel when `pid`
+    /// is 0.
+    fn push_frames(&mut self, out: &mut Builder<'_>, pid: u32, ips: &[u64], sf: &mut SampleFrames) {
+        let is_kernel = pid == 0;
+        let process = out.asm.processes.get(&pid);
+        for (i, &ip) in ips.iter().enumerate() {
+            let cache_key = (pid, ip, i == 0);
+            let (location, lines, miss) = match out.cache.get(&cache_key) {
+                Some(&cached) => cached,
+                None => {
+                    let addr = lookup_address(i, ip);
+                    let resolved = if is_kernel {
+                        self.kernel.get(&addr)
+                    } else {
+                        self.user.get(&(pid, addr))
+                    };
+                    let Some(r) = resolved else { continue };
+                    let mapping = if is_kernel {
+                        let b = &mut out.b;
+                        Some(*out.kernel_mapping.get_or_insert_with(|| {
+                            b.add_mapping(Mapping {
+                                filename: Mapping::KERNEL.to_string(),
+                                has_functions: true,
+                                ..Mapping::default()
+                            })
+                        }))
+                    } else {
+                        r.vma
+                            .and_then(|v| process.map(|p| &p.maps.vmas()[v]))
+                            .map(|vma| {
+                                let k = (vma.start, vma.end, vma.file_offset, vma.name.clone());
+                                let b = &mut out.b;
+                                let symbolizer = &mut self.symbolizer;
+                                *out.mappings.entry(k).or_insert_with(|| {
+                                    let build_id = vma
+                                        .file
+                                        .as_deref()
+                                        .map(|f| symbolizer.build_id(f))
+                                        .unwrap_or_default();
+                                    b.add_mapping(Mapping {
+                                        memory_start: vma.start,
+                                        memory_limit: vma.end,
+                                        file_offset: vma.file_offset,
+                                        filename: vma.name.clone(),
+                                        build_id,
+                                        ..Mapping::default()
+                                    })
+                                })
+                            })
+                    };
+                    if let Some(m) = mapping {
+                        let mapping = &mut out.b.profile_mut().mappings[m];
+                        mapping.has_functions |= r.symbolized();
+                        mapping.has_filenames |= r.has_line_info;
+                        mapping.has_line_numbers |= r.has_line_info;
+                        mapping.has_inline_frames |= r.has_inlined;
+                    }
+                    let lines = r
+                        .lines
+                        .iter()
+                        .map(|l| Line {
+                            function: out.b.function(&l.function, &l.file),
+                            line: l.line,
+                        })
+                        .collect();
+                    let location = out.b.location(mapping, ip, lines);
+                    let cached = (location, r.lines.len() as u64, r.miss);
+                    out.cache.insert(cache_key, cached);
+                    cached
+                }
+            };
+            sf.frames += lines;
+            sf.misses.extend(miss);
+            sf.locations.push(location);
+        }
+    }
+
+    /// A kernel stack taken inside a tracepoint program starts with the program and the
+    /// tracing glue that ran it (`bpf_prog_*`, `bpf_trace_run*`, `__traceiter_*`): the
+    /// profiler's own frames, not the target's. They are dropped from the leaf end.
+    fn without_tracing_frames<'s>(&self, ips: &'s [u64]) -> &'s [u64] {
+        let tracing = |i: usize, ip: u64| {
+            self.kernel
+                .get(&lookup_address(i, ip))
+                .and_then(|r| r.lines.last())
+                .is_some_and(|l| {
+                    let f = l.function.as_str();
+                    f.starts_with("bpf_prog_")
+                        || f.starts_with("bpf_trace_run")
+                        || f.starts_with("__bpf_trace_")
+                        || f.starts_with("__traceiter_")
+                })
+        };
+        let skip = ips
+            .iter()
+            .enumerate()
+            .take_while(|&(i, &ip)| tracing(i, ip))
+            .count();
+        &ips[skip..]
     }
 
     /// How many frames of a user stack are real: a frame-pointer walk that went through a

@@ -55,7 +55,27 @@ pub struct Drained {
     pub kernel: StackSource,
     /// Extra labels (e.g. `state` = `S`), beside the session's thread and process labels.
     pub labels: Vec<(&'static str, String)>,
+    /// For blocked time attributed to who ended it: the waker's thread and stacks.
+    pub waker: Option<Box<DrainedWaker>>,
     pub values: Vec<i64>,
+}
+
+/// The thread that woke a blocked one, and its stacks at that moment.
+#[derive(Debug, Clone)]
+pub struct DrainedWaker {
+    pub pid: u32,
+    pub tid: u32,
+    pub user: StackSource,
+    pub kernel: StackSource,
+}
+
+/// A waker in a [`SampleKey`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct WakerKey {
+    pub pid: u32,
+    pub tid: u32,
+    pub user: Option<StackId>,
+    pub kernel: Option<StackId>,
 }
 
 /// A stack interned by the session: index into its stack table.
@@ -69,6 +89,8 @@ pub struct SampleKey {
     pub user: Option<StackId>,
     pub kernel: Option<StackId>,
     pub labels: Vec<(&'static str, String)>,
+    /// Drawn on top of the blocked stack, after a `--` frame, as BCC's offwaketime does.
+    pub waker: Option<Box<WakerKey>>,
 }
 
 /// Samples accumulated over a window: values per key, one column per session sample type.
@@ -134,7 +156,7 @@ pub trait Collector {
     fn stacks_per_interval(&self, sizing: &Sizing) -> u32;
 
     /// Sets the sizes of its maps before the object is loaded.
-    fn configure(&self, sizing: &Sizing, loader: &mut EbpfLoader<'_>);
+    fn configure<'a>(&'a self, sizing: &Sizing, loader: &mut EbpfLoader<'a>);
 
     /// Takes its maps from the loaded object, loads and attaches its programs.
     fn attach(&mut self, bpf: &mut Ebpf) -> Result<(), RecordError>;
@@ -156,6 +178,21 @@ pub trait Collector {
 
     /// Checks its counter invariant; returns a description of each violation.
     fn check_invariants(&self, counters: &Counters) -> Vec<String>;
+
+    /// After the last drain: what is still in flight (e.g. threads still blocked), as samples.
+    fn finish(&mut self, _out: &mut Vec<Drained>) -> Result<(), RecordError> {
+        Ok(())
+    }
+
+    /// Lines for the end-of-recording summary about what it recorded, from the profile and
+    /// the columns that are its own.
+    fn summary_lines(
+        &self,
+        _profile: &crate::profile::Profile,
+        _columns: Range<usize>,
+    ) -> Vec<String> {
+        Vec::new()
+    }
 
     /// Stops its events for a while, keeping its maps, counters and the session's caches, so
     /// a consumer that needs no data now (serve between requests) costs the target nothing.

@@ -117,7 +117,7 @@ impl Collector for CpuCollector {
             .saturating_mul(2)
     }
 
-    fn configure(&self, sizing: &Sizing, loader: &mut EbpfLoader<'_>) {
+    fn configure<'a>(&'a self, sizing: &Sizing, loader: &mut EbpfLoader<'a>) {
         // One entry per distinct (thread, stacks) per interval: at most one per sample.
         let entries = sizing.entries_per_interval(self.frequency);
         for name in CPU_COUNTS {
@@ -176,6 +176,7 @@ impl Collector for CpuCollector {
             user: stack(key.user_stack),
             kernel: stack(key.kernel_stack),
             labels: Vec::new(),
+            waker: None,
             values: vec![n as i64, n as i64 * period],
         }));
         Ok(())

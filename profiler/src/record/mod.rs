@@ -13,6 +13,7 @@ pub mod collector;
 pub mod cpu;
 pub mod health;
 pub mod kernel;
+pub mod offcpu;
 mod outputs;
 mod process;
 pub mod session;
@@ -31,6 +32,7 @@ use crate::profile::Profile;
 pub use btf::BtfError;
 pub use collector::{Batch, Collector, RawSamples};
 pub use cpu::{CpuCollector, MAX_FREQUENCY};
+pub use offcpu::{OffCpuCollector, OffCpuOptions};
 pub use outputs::Outputs;
 pub use process::TargetProcess;
 pub use session::Session;
@@ -60,7 +62,11 @@ pub struct RecordOptions {
     pub target: TargetSpec,
     /// None: until Ctrl-C or the target exits.
     pub duration: Option<Duration>,
+    /// Sample on-CPU stacks (at `frequency`).
+    pub cpu: bool,
     pub frequency: u64,
+    /// Record off-CPU time, with these options.
+    pub offcpu: Option<OffCpuOptions>,
     /// Draw a live status line on stderr (only when it is a terminal).
     pub show_status: bool,
     pub outputs: Outputs,
@@ -71,7 +77,9 @@ impl RecordOptions {
         RecordOptions {
             target,
             duration: None,
+            cpu: true,
             frequency: 99,
+            offcpu: None,
             show_status: true,
             outputs: Outputs::default(),
         }
@@ -81,6 +89,9 @@ impl RecordOptions {
     /// program is loaded or command launched.
     pub fn validate(&self) -> Result<(), RecordError> {
         check_frequency(self.frequency)?;
+        if !self.cpu && self.offcpu.is_none() {
+            return Err(RecordError::NoCollector);
+        }
         if self.duration == Some(Duration::ZERO) {
             return Err(RecordError::InvalidDuration);
         }
@@ -143,7 +154,7 @@ pub enum RecordError {
     MissingInObject(String),
     #[error("the {0} collector was used before it was attached")]
     NotAttached(&'static str),
-    #[error("no collector to record with")]
+    #[error("nothing to collect: give --cpu and/or --offcpu (the default is --cpu)")]
     NoCollector,
     #[error(transparent)]
     Btf(#[from] BtfError),
@@ -304,7 +315,13 @@ pub fn install_interrupt() -> Result<Arc<AtomicBool>, RecordError> {
 /// returns the profile and the summary. Options are validated first, once.
 pub fn record(opts: &RecordOptions) -> Result<Recording, RecordError> {
     opts.validate()?;
-    let collectors: Vec<Box<dyn Collector>> = vec![Box::new(CpuCollector::new(opts.frequency)?)];
+    let mut collectors: Vec<Box<dyn Collector>> = Vec::new();
+    if opts.cpu {
+        collectors.push(Box::new(CpuCollector::new(opts.frequency)?));
+    }
+    if let Some(o) = opts.offcpu {
+        collectors.push(Box::new(OffCpuCollector::new(o)));
+    }
     let mut session = Session::start(&opts.target, collectors)?;
     let interrupted = install_interrupt()?;
     tracing::info!(frequency = opts.frequency, "recording started");
@@ -352,6 +369,7 @@ pub fn record(opts: &RecordOptions) -> Result<Recording, RecordError> {
     profile.time_nanos = info.started_unix_nanos;
     let files = opts.outputs.write(&profile)?;
     let summary = Summary {
+        collector_lines: session.summary_lines(&profile),
         totals: session
             .sample_types()
             .iter()
@@ -361,7 +379,7 @@ pub fn record(opts: &RecordOptions) -> Result<Recording, RecordError> {
         invariant_violations: session.invariant_violations()?,
         info,
         stop,
-        frequency: Some(opts.frequency),
+        frequency: opts.cpu.then_some(opts.frequency),
         files,
         finish: Some(stopped_at.elapsed()),
     };

@@ -51,8 +51,13 @@ impl Outputs {
     pub fn write(&self, profile: &Profile) -> Result<Vec<(String, PathBuf)>, RecordError> {
         capture::write_pprof(profile, &self.capture)?;
         if let Some(path) = &self.flamegraph {
+            let mut opts = FlamegraphOptions::default();
+            // With on- and off-CPU time, the graph worth drawing is where the wall time went.
+            if profile.sample_types.iter().any(|t| t.kind == "wall") {
+                opts.fold.selection.sample_type = Some("wall".into());
+            }
             let mut svg = Vec::new();
-            write_flamegraph(profile, &FlamegraphOptions::default(), &mut svg)?;
+            write_flamegraph(profile, &opts, &mut svg)?;
             capture::write_atomic(path, &svg)?;
         }
         if let Some(path) = &self.folded {

@@ -14,7 +14,7 @@ use super::assemble::{Assembly, Stats, Symbols, trim_user_stack};
 use super::btf;
 use super::collector::{
     Batch, Collector, Counters, Drained, RawSamples, SampleKey, Sizing, Slot, StackSource,
-    StackTable,
+    StackTable, WakerKey,
 };
 use super::kernel::{Kernel, ProgramCost};
 use super::process::TargetProcess;
@@ -31,6 +31,8 @@ pub struct Session {
     targets: Targets,
     slots: Vec<Slot>,
     sample_types: Vec<ValueType>,
+    /// Columns computed from others: (column, the columns it sums).
+    derived: Vec<(usize, Vec<usize>)>,
     event_columns: Vec<usize>,
     stacks: StackTable,
     symbols: Symbols,
@@ -108,6 +110,7 @@ impl Session {
                 collector: c,
             });
         }
+        let derived = derive_columns(&mut sample_types);
         // For --pid, a target gone by now was never recorded: say so rather than write nothing.
         if let Some(pid) = targets.exited_before_attach() {
             return Err(RecordError::ExitedBeforeAttach(pid));
@@ -118,6 +121,7 @@ impl Session {
             targets,
             slots,
             sample_types,
+            derived,
             event_columns,
             stacks: StackTable::default(),
             symbols: Symbols::default(),
@@ -149,9 +153,20 @@ impl Session {
             slot.collector.drain(set, &mut buf)?;
             drained.extend(buf.drain(..).map(|d| (i, d)));
         }
+        self.intern(set, drained)
+    }
+
+    /// Reads the stacks named by hash, interns every stack, widens values to every column and
+    /// resolves what is new. Clears the set's stacks afterwards.
+    fn intern(&mut self, set: usize, drained: Vec<(usize, Drained)>) -> Result<Batch, RecordError> {
         let unknown: Vec<u64> = drained
             .iter()
-            .flat_map(|(_, d)| [&d.user, &d.kernel])
+            .flat_map(|(_, d)| {
+                let waker = d.waker.as_deref().map(|w| [&w.user, &w.kernel]);
+                [&d.user, &d.kernel]
+                    .into_iter()
+                    .chain(waker.into_iter().flatten())
+            })
             .filter_map(|s| match s {
                 StackSource::Hash(h) if self.stacks.by_hash(*h).is_none() => Some(*h),
                 _ => None,
@@ -179,13 +194,26 @@ impl Session {
             for (dst, v) in values[columns].iter_mut().zip(&d.values) {
                 *dst = *v;
             }
+            for (column, sources) in &self.derived {
+                values[*column] = sources.iter().map(|&c| values[c]).sum();
+            }
             pids.insert(d.pid);
+            let waker = d.waker.map(|w| {
+                pids.insert(w.pid);
+                Box::new(WakerKey {
+                    pid: w.pid,
+                    tid: w.tid,
+                    user: self.stack_id(w.user),
+                    kernel: self.stack_id(w.kernel),
+                })
+            });
             let key = SampleKey {
                 pid: d.pid,
                 tid: d.tid,
                 user: self.stack_id(d.user),
                 kernel: self.stack_id(d.kernel),
                 labels: d.labels,
+                waker,
             };
             batch.samples.push((key, values));
         }
@@ -214,7 +242,23 @@ impl Session {
         }
         let mut batch = self.drain()?;
         batch.samples.extend(self.drain()?.samples);
+        // What is still in flight goes into the set the programs would write next.
+        let mut drained = Vec::new();
+        let mut buf = Vec::new();
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            slot.collector.finish(&mut buf)?;
+            drained.extend(buf.drain(..).map(|d| (i, d)));
+        }
+        batch.samples.extend(self.intern(0, drained)?.samples);
         Ok(batch)
+    }
+
+    /// Each collector's lines for the summary, about `profile` (built by this session).
+    pub fn summary_lines(&self, profile: &Profile) -> Vec<String> {
+        self.slots
+            .iter()
+            .flat_map(|s| s.collector.summary_lines(profile, s.columns.clone()))
+            .collect()
     }
 
     /// The profile of the samples in `window`, with symbols resolved so far.
@@ -335,4 +379,16 @@ impl Session {
             .position(|s| s.collector.name() == name)
             .ok_or_else(|| RecordError::NoSuchCollector(name.to_string()))
     }
+}
+
+/// Columns that combine collectors: with both on-CPU and off-CPU time, `wall/nanoseconds` is
+/// their sum per stack, where each thread's wall-clock time went.
+fn derive_columns(types: &mut Vec<ValueType>) -> Vec<(usize, Vec<usize>)> {
+    let find = |types: &[ValueType], kind: &str| types.iter().position(|t| t.kind == kind);
+    let mut derived = Vec::new();
+    if let (Some(cpu), Some(off)) = (find(types, "cpu"), find(types, "offcpu")) {
+        types.push(ValueType::new("wall", "nanoseconds"));
+        derived.push((types.len() - 1, vec![cpu, off]));
+    }
+    derived
 }

@@ -62,6 +62,8 @@ pub struct Summary {
     pub frequency: Option<u64>,
     /// Every sample type with its total over the profile.
     pub totals: Vec<(ValueType, i64)>,
+    /// What each collector has to say about what it recorded.
+    pub collector_lines: Vec<String>,
     /// Counter invariants that did not hold (a profiler bug if ever non-empty).
     pub invariant_violations: Vec<String>,
     pub files: Vec<(String, PathBuf)>,
@@ -145,6 +147,9 @@ impl fmt::Display for Summary {
                     pct(lost, info.counter("cpu", "target_samples"))
                 )?;
             }
+        }
+        for line in &self.collector_lines {
+            writeln!(f, "  {line}")?;
         }
         let health = info.health.total();
         if health.total() > 0 {

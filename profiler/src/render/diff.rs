@@ -367,6 +367,7 @@ pub fn write_diff_flamegraph(
     let fold_opts = FoldOptions {
         selection: selection_for(opts, &kind),
         per_thread: false,
+        per_process: false,
     };
     // One label table for both sides, so their stacks pair up by id.
     let mut labels = Labels::default();

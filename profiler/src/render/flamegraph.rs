@@ -47,7 +47,9 @@ pub fn titles(profile: &Profile, value_index: usize) -> (String, String) {
     let meta = Metadata::of(profile);
     let what = match t.kind.as_str() {
         "cpu" | "samples" => "CPU".to_string(),
-        "offcpu" => "Off-CPU".to_string(),
+        "offcpu" | "offcpu_events" => "Off-CPU".to_string(),
+        "offcpu_wakers" => "Off-CPU with wakers".to_string(),
+        "wall" => "Wall clock".to_string(),
         k => k.to_string(),
     };
     let title = match &meta.target {
@@ -93,10 +95,25 @@ pub fn write_flamegraph(
         Unit::of(t).count_name(t),
         opts.reverse,
     );
+    o.colors = palette(&t.kind);
     let lines = into_lines(stacks);
     o.no_sort = lines.is_sorted();
     flamegraph::from_lines(&mut o, lines.iter().map(String::as_str), out)?;
     Ok(())
+}
+
+/// Colors that say what is drawn: blue for time off the CPU (inferno's I/O palette), the
+/// wakeup palette for blocked-and-waker stacks, green for memory, the Rust palette otherwise.
+fn palette(kind: &str) -> flamegraph::color::Palette {
+    use flamegraph::color::{BasicPalette, MultiPalette, Palette};
+    match kind {
+        "offcpu" | "offcpu_events" => Palette::Basic(BasicPalette::Io),
+        "offcpu_wakers" => Palette::Multi(MultiPalette::Wakeup),
+        k if k.starts_with("alloc_") || k.starts_with("inuse_") || k.starts_with("page_faults") => {
+            Palette::Basic(BasicPalette::Mem)
+        }
+        _ => Palette::Multi(MultiPalette::Rust),
+    }
 }
 
 /// Folded lines (`stack count`) for inferno, reusing each stack's string.

@@ -14,6 +14,9 @@ pub struct FoldOptions {
     pub selection: Selection,
     /// Put a root frame per thread (from the `thread` label, else `tid N`) under each stack.
     pub per_thread: bool,
+    /// Put a root frame per process (from the `process` and `pid` labels) under each stack,
+    /// below the thread's when both are asked for.
+    pub per_process: bool,
 }
 
 /// Distinct stacks with their summed value, sorted by stack for deterministic output.
@@ -47,16 +50,20 @@ impl IdStacks {
         let vi = opts.selection.value_index(profile, "the capture")?;
         // Merge samples on their location ids first (cheap keys): a capture has far fewer
         // distinct stacks than samples.
-        let mut by_locations: FxHashMap<(Option<String>, &[usize]), u64> = FxHashMap::default();
+        let mut by_locations: FxHashMap<(Vec<String>, &[usize]), u64> = FxHashMap::default();
         for (sample, value) in opts.selection.samples(profile, vi) {
             if value <= 0 {
                 continue;
             }
-            let thread = opts
-                .per_thread
-                .then(|| thread_root(sample).replace(';', ":"));
+            let mut roots = Vec::new();
+            if opts.per_process {
+                roots.push(process_root(sample).replace(';', ":"));
+            }
+            if opts.per_thread {
+                roots.push(thread_root(sample).replace(';', ":"));
+            }
             *by_locations
-                .entry((thread, sample.locations.as_slice()))
+                .entry((roots, sample.locations.as_slice()))
                 .or_default() += value as u64;
         }
         // Each location's labels are formatted and interned once.
@@ -64,10 +71,10 @@ impl IdStacks {
         let mut location_arena: Vec<u32> = Vec::new();
         let mut arena: Vec<u32> = Vec::new();
         let mut stacks: Vec<(u32, u32, u64)> = Vec::with_capacity(by_locations.len());
-        for ((thread, locations), value) in by_locations {
+        for ((roots, locations), value) in by_locations {
             let start = arena.len();
-            if let Some(t) = thread {
-                arena.push(labels.intern_owned(t));
+            for r in roots {
+                arena.push(labels.intern_owned(r));
             }
             for &loc in locations.iter().rev() {
                 let (from, to) = *location_frames[loc].get_or_insert_with(|| {
@@ -207,6 +214,15 @@ impl Labels {
             }
             order => order,
         }
+    }
+}
+
+fn process_root(sample: &Sample) -> String {
+    match (sample.str_label("process"), sample.num_label("pid")) {
+        (Some(name), Some(pid)) => format!("{name} (pid {pid})"),
+        (Some(name), None) => name.to_string(),
+        (None, Some(pid)) => format!("pid {pid}"),
+        (None, None) => "unknown process".to_string(),
     }
 }
 

@@ -31,6 +31,10 @@ pub enum RenderError {
     },
     #[error("{0}")]
     NoMatch(String),
+    #[error(
+        "bad tag filter {0:?}: write KEY=VALUE, e.g. --tag state=S or --tag process=search-server"
+    )]
+    BadTag(String),
     #[error("writing output: {0}")]
     Io(#[from] std::io::Error),
     /// An external program a rendering needs (Graphviz's `dot`) is missing or failed.
@@ -47,6 +51,9 @@ pub struct Selection {
     pub focus: Option<Regex>,
     /// Drop samples with a frame whose name matches.
     pub ignore: Option<Regex>,
+    /// Keep only samples whose labels match: for each key, one of its values (`state=S`,
+    /// `state=D`, `process=search-server`); different keys must all match.
+    pub tags: Vec<(String, String)>,
 }
 
 impl Selection {
@@ -60,6 +67,35 @@ impl Selection {
             sample_type,
             focus: focus.map(compile).transpose()?,
             ignore: ignore.map(compile).transpose()?,
+            tags: Vec::new(),
+        })
+    }
+
+    /// Adds `KEY=VALUE` tag filters, checking their form.
+    pub fn with_tags(mut self, tags: &[String]) -> Result<Self, RenderError> {
+        for t in tags {
+            let (k, v) = t
+                .split_once('=')
+                .filter(|(k, _)| !k.is_empty())
+                .ok_or_else(|| RenderError::BadTag(t.clone()))?;
+            self.tags.push((k.to_string(), v.to_string()));
+        }
+        Ok(self)
+    }
+
+    fn tags_match(&self, sample: &Sample) -> bool {
+        let mut keys: Vec<&str> = self.tags.iter().map(|(k, _)| k.as_str()).collect();
+        keys.dedup();
+        keys.iter().all(|key| {
+            let value = sample
+                .labels
+                .iter()
+                .find(|l| l.key == *key)
+                .map(|l| match &l.value {
+                    crate::profile::LabelValue::Str(s) => s.clone(),
+                    crate::profile::LabelValue::Num { value, .. } => value.to_string(),
+                });
+            value.is_some_and(|v| self.tags.iter().any(|(k, want)| k == key && *want == v))
         })
     }
 
@@ -85,6 +121,9 @@ impl Selection {
 
     /// Whether a sample passes focus and ignore.
     pub fn keeps(&self, profile: &Profile, sample: &Sample) -> bool {
+        if !self.tags.is_empty() && !self.tags_match(sample) {
+            return false;
+        }
         if self.focus.is_none() && self.ignore.is_none() {
             return true;
         }

@@ -222,9 +222,76 @@ pub fn load(path: &Path) -> Profile {
     let p = profiler::capture::read_capture(path)
         .unwrap_or_else(|e| panic!("read capture {}: {e}", path.display()));
     if let Some(info) = RecordingInfo::from_comments(&p.comments) {
-        assert_cpu_counter_invariant(&info);
+        if info.counters.contains_key("cpu") {
+            assert_cpu_counter_invariant(&info);
+        }
+        if info.counters.contains_key("offcpu") {
+            assert_offcpu_counter_invariant(&info);
+        }
     }
     p
+}
+
+/// Every switch-out of a target ends in one outcome per stack and one start outcome; every
+/// switch-in with a start in one charge outcome and one count outcome; nothing was lost.
+pub fn assert_offcpu_counter_invariant(info: &RecordingInfo) {
+    let c = |n: &str| info.counter("offcpu", n);
+    let out = c("switch_out");
+    let sum = |names: &[&str]| names.iter().map(|n| c(n)).sum::<u64>();
+    let not_walked = c("preempted");
+    let groups = [
+        (
+            "user",
+            out,
+            not_walked
+                + sum(&[
+                    "user_stack",
+                    "user_stack_missing",
+                    "user_stack_map_full",
+                    "user_stack_error",
+                ]),
+        ),
+        (
+            "kernel",
+            out,
+            not_walked
+                + sum(&[
+                    "kernel_stack",
+                    "kernel_stack_missing",
+                    "kernel_stack_map_full",
+                    "kernel_stack_error",
+                ]),
+        ),
+        ("start", out, sum(&["started", "start_full", "start_error"])),
+        ("charge", c("switch_in"), sum(&["charged", "short"])),
+        (
+            "count",
+            c("switch_in"),
+            sum(&["counted", "counts_full", "counts_error"]),
+        ),
+        (
+            "waker",
+            c("wakeup_of_blocked"),
+            sum(&["waker_taken", "waker_short", "waker_full"]),
+        ),
+    ];
+    for (what, expected, got) in groups {
+        assert_eq!(
+            expected, got,
+            "offcpu {what} outcomes do not add up: {:?}",
+            info.counters
+        );
+    }
+    assert!(out > 0, "no switch-out recorded: {:?}", info.counters);
+    for lost in [
+        "start_full",
+        "counts_full",
+        "counts_error",
+        "user_stack_map_full",
+        "kernel_stack_map_full",
+    ] {
+        assert_eq!(c(lost), 0, "offcpu lost {lost}: {:?}", info.counters);
+    }
 }
 
 /// `target_samples` = Σ user-stack outcomes = Σ kernel-stack outcomes = Σ count outcomes.

@@ -7,7 +7,7 @@ use profiler::profile::{
     Label, LabelValue, Line, Mapping, Profile, ProfileBuilder, Sample, ValueType,
 };
 
-use super::fixture;
+use super::{BLESS, fixture};
 
 pub const PERIOD: i64 = 10_101_010; // 99 Hz
 
@@ -218,12 +218,12 @@ fn fixtures_are_current() {
         }
         // Compare decoded profiles, not bytes: gzip output may differ between flate2 backends.
         let want = capture::decode_capture(&bytes, &path).unwrap().profile;
-        let have = capture::read_capture(&path)
-            .unwrap_or_else(|e| panic!("{e} (run with BLESS=1 to create it)"));
+        let have =
+            capture::read_capture(&path).unwrap_or_else(|e| panic!("{e}; create it: {BLESS}"));
         assert_eq!(
             have,
             want,
-            "{} is stale; rerun with BLESS=1",
+            "{} is stale; rewrite it: {BLESS}",
             path.display()
         );
     }

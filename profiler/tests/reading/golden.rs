@@ -1,27 +1,163 @@
 //! Golden-file tests of every rendering on the fixture captures. `BLESS=1` rewrites the files.
 
-use super::{fixture, manifest_dir, ok, path_str, profiler, stderr};
+use std::path::Path;
 
-/// Compares `actual` with tests/golden/NAME, or writes it under BLESS=1.
+use super::{BLESS, fixture, manifest_dir, ok, path_str, profiler, stderr};
+
+/// Compares `actual` with tests/golden/NAME, or writes it under BLESS=1. Flame graph SVGs are
+/// compared and kept without inferno's `<script>` block: its JavaScript is inferno's code, the
+/// same in every graph, and would fill the goldens and their diffs with lines that are not ours.
 pub fn check_golden(name: &str, actual: &str) {
     let path = manifest_dir().join("tests/golden").join(name);
+    let actual = if name.ends_with(".svg") {
+        without_script(actual)
+    } else {
+        actual.to_string()
+    };
     if std::env::var_os("BLESS").is_some() {
-        std::fs::write(&path, actual).unwrap();
+        std::fs::write(&path, &actual).unwrap();
         return;
     }
     let expected = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e}; run with BLESS=1 to create it", path.display()));
-    if expected != actual {
-        let first = expected
-            .lines()
-            .zip(actual.lines())
-            .position(|(a, b)| a != b);
-        panic!(
-            "{} differs (first differing line {first:?}); rerun with BLESS=1 if the change is intended\n--- actual ---\n{}",
-            path.display(),
-            &actual[..actual.len().min(4000)]
-        );
+        .unwrap_or_else(|e| panic!("{}: {e}; create it: {BLESS}", path.display()));
+    if let Some(report) = mismatch(&path, &expected, &actual) {
+        panic!("{report}");
     }
+}
+
+/// `svg` without its `<script>` element. A graph without one fails: the SVGs we write are
+/// interactive (search, zoom), and a golden compared without the script would not notice.
+fn without_script(svg: &str) -> String {
+    const END: &str = "</script>";
+    let start = svg
+        .find("<script")
+        .expect("a flame graph SVG embeds inferno's <script> (search, zoom); this one has none");
+    let end = svg[start..]
+        .find(END)
+        .map(|i| start + i + END.len())
+        .expect("the <script> element of the SVG is not closed");
+    format!("{}{}", &svg[..start], &svg[end..])
+}
+
+/// `None` when the texts are equal; otherwise where they first differ, as `file:line:column`
+/// with both lines around that column, and how to bless the change.
+fn mismatch(path: &Path, expected: &str, actual: &str) -> Option<String> {
+    if expected == actual {
+        return None;
+    }
+    // Relative to the workspace root, where the bless command runs.
+    let shown = path
+        .strip_prefix(manifest_dir().parent().expect("workspace root"))
+        .unwrap_or(path);
+    let dir = shown.parent().unwrap_or(shown).display();
+    let shown = shown.display();
+    let (mut golden, mut output) = (expected.lines(), actual.lines());
+    let mut line = 1;
+    let (want, have) = loop {
+        match (golden.next(), output.next()) {
+            (Some(w), Some(h)) if w == h => line += 1,
+            (None, None) => break (None, None),
+            differ => break differ,
+        }
+    };
+    let where_ = match (want, have) {
+        (None, None) => format!("{shown}:{line}: the same lines, but not the same final newline"),
+        (w, h) => {
+            let (w, h) = (w.unwrap_or(""), h.unwrap_or(""));
+            let column = w.chars().zip(h.chars()).take_while(|(a, b)| a == b).count();
+            let excerpt = |text: Option<&str>| match text {
+                None => "(end of file)".to_string(),
+                Some(t) => {
+                    let chars: Vec<char> = t.chars().collect();
+                    let from = column.saturating_sub(40);
+                    let to = (column + 40).min(chars.len());
+                    let mut e: String = chars[from..to].iter().collect();
+                    if from > 0 {
+                        e.insert(0, '…');
+                    }
+                    if to < chars.len() {
+                        e.push('…');
+                    }
+                    e
+                }
+            };
+            format!(
+                "{shown}:{line}:{}: the output differs from the golden file\n  golden: {}\n  output: {}",
+                column + 1,
+                excerpt(want),
+                excerpt(have)
+            )
+        }
+    };
+    Some(format!(
+        "{where_}\nIf the change is intended, bless it and review the diff:\n  {BLESS}\n  \
+         git diff {dir}"
+    ))
+}
+
+#[test]
+fn a_mismatch_names_file_line_column_and_how_to_bless() {
+    let path = manifest_dir().join("tests/golden/top.txt");
+    assert_eq!(mismatch(&path, "a\nb\n", "a\nb\n"), None);
+
+    assert_eq!(
+        mismatch(&path, "same\nflat 40%\nend\n", "same\nflat 45%\nend\n").unwrap(),
+        "profiler/tests/golden/top.txt:2:7: the output differs from the golden file
+  golden: flat 40%
+  output: flat 45%
+If the change is intended, bless it and review the diff:
+  BLESS=1 cargo test -p profiler --test reading
+  git diff profiler/tests/golden"
+    );
+
+    let report = mismatch(&path, "a\n", "a\nb\n").unwrap();
+    assert!(
+        report.starts_with(
+            "profiler/tests/golden/top.txt:2:1: the output differs from the golden file
+  golden: (end of file)
+  output: b\n"
+        ),
+        "{report}"
+    );
+
+    let report = mismatch(&path, "a\n", "a").unwrap();
+    assert!(report.contains("top.txt:2: the same lines"), "{report}");
+
+    // A long SVG line is shown around its first difference, not whole.
+    let long = |c: char| format!("{}{c}{}\n", "x".repeat(500), "y".repeat(500));
+    let report = mismatch(&path, &long('a'), &long('b')).unwrap();
+    assert!(report.contains("top.txt:1:501:"), "{report}");
+    assert!(report.lines().all(|l| l.chars().count() < 120), "{report}");
+}
+
+#[test]
+fn svg_goldens_have_no_script_and_the_rest_is_kept() {
+    assert_eq!(
+        without_script(
+            "<svg><style>s</style><script type=\"t\"><![CDATA[\nvar a;\n]]></script><rect/></svg>"
+        ),
+        "<svg><style>s</style><rect/></svg>"
+    );
+    // Under BLESS=1 the other tests are rewriting these files at this moment.
+    if std::env::var_os("BLESS").is_some() {
+        return;
+    }
+    let dir = manifest_dir().join("tests/golden");
+    let mut svgs = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "svg") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            assert!(
+                !text.contains("<script") && !text.contains("</script>"),
+                "{} holds inferno's script; {BLESS}",
+                path.display()
+            );
+            assert!(text.contains("<svg id=\"frames\""), "{}", path.display());
+            svgs += 1;
+        }
+    }
+    assert!(svgs >= 3, "only {svgs} SVG goldens in {}", dir.display());
 }
 
 fn cpu() -> String {

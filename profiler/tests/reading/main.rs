@@ -13,6 +13,9 @@ mod options;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// How to rewrite the golden files and fixtures after an intended change.
+pub const BLESS: &str = "BLESS=1 cargo test -p profiler --test reading";
+
 pub fn manifest_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }

@@ -7,9 +7,10 @@
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use super::fetch::Fetcher;
 use super::parse::{self, Limits};
@@ -24,7 +25,7 @@ pub struct CacheOptions {
     pub connect_timeout: Duration,
     /// Limit on a whole fetch (connect, headers, body); also the longest any caller waits.
     pub total_timeout: Duration,
-    /// Largest feed body accepted; larger ones fail that feed.
+    /// Largest feed body accepted; larger ones fail that feed (`--max-feed-bytes`).
     pub max_body_bytes: usize,
     pub user_agent: String,
 }
@@ -63,7 +64,8 @@ pub struct FeedCache {
     clock: Clock,
 }
 
-/// Monotonic nanoseconds since the cache was made, so deadlines fit in an `AtomicU64`.
+/// Monotonic nanoseconds since the cache was made, so deadlines fit in an `AtomicU64`. On
+/// tokio's clock, which is std's outside tests, so that TTL tests can pause and advance it.
 #[derive(Debug, Clone, Copy)]
 struct Clock(Instant);
 
@@ -208,7 +210,7 @@ impl FeedCache {
     }
 
     async fn wait(&self, waits: Vec<watch::Receiver<bool>>) {
-        let deadline = tokio::time::Instant::now() + self.opts.total_timeout;
+        let deadline = Instant::now() + self.opts.total_timeout;
         for mut rx in waits {
             // Err: the deadline passed (the fetch goes on and lands later) or the refresh
             // task is gone; either way the caller gets what the entry holds now.
@@ -351,5 +353,38 @@ mod tests {
                 .all(|s| s.fetches == 1 && s.failures == 0)
         );
         assert!(cache.snapshot("nope").await.is_none());
+    }
+
+    /// A feed that failed is retried after `RETRY_AFTER_FAILURE` (when the TTL is longer), not
+    /// on every request and not only after the TTL.
+    #[tokio::test(start_paused = true)]
+    async fn failed_feed_is_retried_after_the_retry_pause() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("feed.xml");
+        let cache = FeedCache::new(
+            vec![Source {
+                id: "f".into(),
+                name: "F".into(),
+                feeds: vec![FeedLocation::File(path.clone())],
+            }],
+            CacheOptions {
+                ttl: Duration::from_secs(3600),
+                ..CacheOptions::default()
+            },
+        );
+        let fetches = || cache.stats()[0].fetches;
+        let snaps = cache.snapshot("f").await.unwrap();
+        assert!(snaps[0].error.as_deref().unwrap().contains("feed.xml"));
+        std::fs::write(&path, include_bytes!("../../tests/fixtures/feeds/rss2.xml")).unwrap();
+
+        tokio::time::advance(RETRY_AFTER_FAILURE - Duration::from_millis(1)).await;
+        assert!(cache.snapshot("f").await.unwrap()[0].feed.is_none());
+        assert_eq!(fetches(), 1, "retried before the pause was over");
+
+        tokio::time::advance(Duration::from_millis(1)).await;
+        let snaps = cache.snapshot("f").await.unwrap();
+        assert!(snaps[0].error.is_none(), "{:?}", snaps[0].error);
+        assert_eq!(snaps[0].feed.as_ref().unwrap().items.len(), 3);
+        assert_eq!(fetches(), 2);
     }
 }

@@ -20,7 +20,7 @@ pub enum FetchError {
     #[error("{url}: the origin answered HTTP {status}")]
     Status { url: String, status: u16 },
     #[error(
-        "{location}: the body is larger than the {limit}-byte cap; raise max_body_bytes if it is legitimate"
+        "{location}: the body is larger than the {limit}-byte cap; if the feed is legitimately this large, start search-server with a larger --max-feed-bytes"
     )]
     TooLarge { location: String, limit: usize },
     #[error("{location}: no complete answer within {after:?}")]
