@@ -26,7 +26,9 @@ Endpoints (like Go's net/http/pprof):
   /debug/pprof/profile?seconds=N  CPU profile of the next N seconds (default 30), gzipped pprof
   /debug/pprof/cmdline            the target's command line
   /debug/pprof/symbol             address → name lookups (Go's symbol protocol)
-  /debug/pprof/heap, allocs, block, mutex, trace: 501 until their collectors exist
+  /debug/pprof/block?seconds=N    off-CPU time blocked (sleeps, I/O, locks) by stack (default 30)
+  /debug/pprof/mutex?seconds=N    off-CPU time in lock and futex waits by stack (default 30)
+  /debug/pprof/heap, allocs, trace: 501 until their collectors exist
 One profile of a kind at a time (a second gets 429 + Retry-After). When the target exits every
 endpoint answers 410 and serve exits, unless --wait-for re-attaches to the next process.
 
@@ -52,6 +54,10 @@ pub struct ServeArgs {
     /// Also sample the processes the target starts.
     #[arg(long)]
     pub follow_children: bool,
+    /// Do not load the off-CPU collector (no block and mutex profiles; saves its maps'
+    /// kernel memory).
+    #[arg(long)]
+    pub no_offcpu: bool,
     /// Address to listen on. Anything but loopback needs --token-file or --insecure.
     #[arg(long, default_value = "127.0.0.1:6060", value_name = "HOST:PORT")]
     pub listen: String,
@@ -199,6 +205,7 @@ pub fn serve(args: ServeArgs) -> Result<i32> {
         wait_for: args.wait_for.clone(),
         follow_children: args.follow_children,
         frequency,
+        offcpu: !args.no_offcpu,
     })?;
     match agent.state() {
         TargetState::Attached(t) => eprintln!(

@@ -373,6 +373,23 @@ impl Session {
         self.paused.contains(name)
     }
 
+    /// A drain that also charges what collector `name` still has in flight (threads still off
+    /// the CPU, for offcpu): for a window that ends while the session goes on. Call it with
+    /// the collector paused, or its in-flight time is charged again when it completes.
+    pub fn drain_with_in_flight(&mut self, name: &str) -> Result<Batch, RecordError> {
+        let i = self.slot_index(name)?;
+        let set = self.kernel.flip()?;
+        let mut drained: Vec<(usize, Drained)> = Vec::new();
+        let mut buf = Vec::new();
+        for (j, slot) in self.slots.iter_mut().enumerate() {
+            slot.collector.drain(set, &mut buf)?;
+            drained.extend(buf.drain(..).map(|d| (j, d)));
+        }
+        self.slots[i].collector.finish(&mut buf)?;
+        drained.extend(buf.drain(..).map(|d| (i, d)));
+        self.intern(set, drained)
+    }
+
     fn slot_index(&self, name: &str) -> Result<usize, RecordError> {
         self.slots
             .iter()

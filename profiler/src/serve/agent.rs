@@ -20,6 +20,7 @@ use super::{Capture, Kind, ServeError};
 use crate::capture::info::ProgramCostInfo;
 use crate::profile::{Profile, ValueType};
 use crate::record::kernel::ProgramCost;
+use crate::record::offcpu::{OffCpuCollector, OffCpuOptions};
 use crate::record::{
     Collector, CpuCollector, RawSamples, RecordError, Session, StopReason, TargetSpec, Wake,
 };
@@ -43,6 +44,9 @@ pub struct AgentOptions {
     pub follow_children: bool,
     /// CPU sampling frequency while a CPU window is open, Hz per CPU.
     pub frequency: u64,
+    /// Load the off-CPU collector too (block and mutex profiles). It costs nothing while no
+    /// such profile is taken, but its maps take some kernel memory.
+    pub offcpu: bool,
 }
 
 /// The process the agent is attached to.
@@ -369,8 +373,11 @@ impl Agent {
             pids: vec![pid],
             follow_children: self.opts.follow_children,
         };
-        let collectors: Vec<Box<dyn Collector>> =
+        let mut collectors: Vec<Box<dyn Collector>> =
             vec![Box::new(CpuCollector::new(self.opts.frequency)?)];
+        if self.opts.offcpu {
+            collectors.push(Box::new(OffCpuCollector::new(OffCpuOptions::default())));
+        }
         let mut session = Session::start(&spec, collectors)?;
         let names: Vec<&'static str> = session.collectors().map(|c| c.name()).collect();
         // Nothing samples until a window asks for it.
@@ -552,8 +559,13 @@ impl Attached {
     fn drain(&mut self) -> Result<(), RecordError> {
         self.last_drain = Instant::now();
         let batch = self.session.drain()?;
+        self.feed(&batch);
+        Ok(())
+    }
+
+    fn feed(&mut self, batch: &crate::record::Batch) {
         if batch.samples.is_empty() || self.windows.is_empty() {
-            return Ok(());
+            return;
         }
         let columns = self.columns();
         for w in self.windows.values_mut() {
@@ -574,7 +586,6 @@ impl Attached {
                 }
             }
         }
-        Ok(())
     }
 
     /// Each collector's columns among the session's sample types (in collector order).
@@ -595,12 +606,18 @@ impl Attached {
         if !self.has_collector(collector) {
             return Err(AgentError::Unavailable(kind));
         }
-        if self.session.is_paused(collector) {
-            self.session.resume(collector).map_err(failed)?;
-        } else {
+        let paused = self.session.is_paused(collector);
+        if !paused {
             // Samples already in the maps were taken before this window: they go to the
             // windows that were open then.
             self.drain().map_err(failed)?;
+        }
+        // Counters before the events start, so that a window of a paused collector counts
+        // exactly its own samples.
+        let counters = self.session.counters().unwrap_or_default();
+        let cost = self.session.program_cost();
+        if paused {
+            self.session.resume(collector).map_err(failed)?;
         }
         let window = Window {
             kind,
@@ -608,22 +625,25 @@ impl Attached {
             samples: RawSamples::default(),
             opened: Instant::now(),
             opened_wall: SystemTime::now(),
-            counters: self.session.counters().unwrap_or_default(),
-            cost: self.session.program_cost(),
+            counters,
+            cost,
         };
         self.windows.insert(id, window);
         Ok(id)
     }
 
     /// Pauses `collector` when no window but `except` needs it, then drains what is left in
-    /// both map sets; otherwise drains once.
+    /// both map sets with what it still has in flight (threads still blocked count until
+    /// now); otherwise drains once.
     fn drain_for_end(&mut self, collector: &str, except: WindowId) -> Result<(), RecordError> {
         if self.collector_needed(collector, Some(except)) {
             return self.drain();
         }
         self.session.pause(collector)?;
         self.drain()?;
-        self.drain()
+        let batch = self.session.drain_with_in_flight(collector)?;
+        self.feed(&batch);
+        Ok(())
     }
 
     fn close(&mut self, id: WindowId) -> Result<Capture, AgentError> {
@@ -704,15 +724,20 @@ impl Attached {
         )?;
         info.kind = "serve".into();
         info.ended_by = ended_by.into();
+        // The capture describes its own collector: the others may have been paused all along.
+        let collector = kind.collector();
+        info.collectors.retain(|c| c.name == collector);
         info.counters = counters_since(&info.counters, &window.counters);
+        info.counters
+            .retain(|group, _| group == collector || group == "targets");
         info.program_cost = cost_since(&self.session.program_cost(), &window.cost);
+        info.program_cost.retain(|c| c.runs > 0);
         if !window.note.is_empty() {
             info.notes.push(window.note.clone());
         }
         profile.comments = info.to_comments();
         profile.duration_nanos = info.duration_nanos;
         profile.time_nanos = info.started_unix_nanos;
-        let collector = kind.collector();
         if let Some(c) = self.session.collectors().find(|c| c.name() == collector)
             && let Some(range) = self.columns().get(collector)
         {
@@ -726,6 +751,7 @@ impl Attached {
         if let Some(main) = kind.default_sample_type() {
             profile.default_sample_type = Some(main.to_string());
         }
+        keep_samples_of(kind, &mut profile);
         Ok(Capture {
             profile,
             pid: self.info.pid,
@@ -785,6 +811,33 @@ fn cost_since(now: &[ProgramCost], then: &[ProgramCost]) -> Vec<ProgramCostInfo>
         })
         .collect()
 }
+
+/// Go's block profile is time spent blocked, and its mutex profile time spent waiting for
+/// locks. From the off-CPU collector's samples: `block` drops preemptions (state R: waiting
+/// for a CPU is not blocking); `mutex` keeps the waits in a lock or futex (condition variables
+/// and thread parking wait in futexes too: a native process does not tell them apart).
+pub fn keep_samples_of(kind: Kind, profile: &mut Profile) {
+    if !matches!(kind, Kind::Block | Kind::Mutex) {
+        return;
+    }
+    let lock_wait = regex::Regex::new(LOCK_WAIT).expect("a valid pattern");
+    let samples = std::mem::take(&mut profile.samples);
+    profile.samples = samples
+        .into_iter()
+        .filter(|s| s.str_label("state") != Some("R"))
+        .filter(|s| {
+            kind != Kind::Mutex
+                || profile
+                    .sample_frames(s)
+                    .any(|f| lock_wait.is_match(&f.function.name))
+        })
+        .collect();
+}
+
+/// Frames of a lock wait: the kernel's futex waits, glibc's lock slow paths, Rust's std and
+/// parking_lot contended paths.
+const LOCK_WAIT: &str =
+    r"futex_wait|__lll_lock_wait|pthread_mutex_lock|pthread_rwlock_|lock_contended|lock_slow";
 
 /// Keeps the sample types in `columns` (one collector's), drops samples left without a
 /// value, and takes that collector's default type and period. A session with one collector
@@ -915,6 +968,50 @@ mod tests {
         assert_eq!(p.samples[0].values, vec![512]);
         assert_eq!(p.period, 524_288);
         assert_eq!(p.default_sample_type.as_deref(), Some("alloc_space"));
+    }
+
+    #[test]
+    fn block_drops_preemptions_and_mutex_keeps_lock_waits() {
+        use crate::profile::{Label, LabelValue, Line};
+        let mut b = ProfileBuilder::new(vec![ValueType::new("offcpu", "nanoseconds")]);
+        let mut loc = |name: &str| {
+            let f = b.function(name, "");
+            b.location(
+                None,
+                f as u64,
+                vec![Line {
+                    function: f,
+                    line: 0,
+                }],
+            )
+        };
+        let (futex, sleep, work) = (loc("futex_wait"), loc("do_nanosleep"), loc("app::work"));
+        let state = |s: &str| Label {
+            key: "state".into(),
+            value: LabelValue::Str(s.into()),
+        };
+        for (locs, st) in [
+            (vec![futex, work], "S"),
+            (vec![sleep, work], "S"),
+            (vec![work], "R"),
+        ] {
+            b.add_sample(Sample {
+                locations: locs,
+                values: vec![10],
+                labels: vec![state(st)],
+            });
+        }
+        let p = b.finish();
+        let mut block = p.clone();
+        keep_samples_of(Kind::Block, &mut block);
+        assert_eq!(block.samples.len(), 2, "the preemption is not blocking");
+        let mut mutex = p.clone();
+        keep_samples_of(Kind::Mutex, &mut mutex);
+        assert_eq!(mutex.samples.len(), 1);
+        assert_eq!(mutex.samples[0].locations[0], futex);
+        let mut cpu = p.clone();
+        keep_samples_of(Kind::Cpu, &mut cpu);
+        assert_eq!(cpu, p);
     }
 
     #[test]

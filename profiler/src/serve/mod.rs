@@ -226,9 +226,11 @@ impl Kind {
             }
             Kind::Allocs => "The heap profile, shown by default as space allocated.",
             Kind::Block => {
-                "Stacks where threads waited off CPU (I/O, sleeps, locks), weighted by the time waited, over seconds."
+                "Stacks where threads blocked off CPU (sleeps, I/O, locks; not preemption), weighted by the time blocked, over seconds (default 30 s)."
             }
-            Kind::Mutex => "Off-CPU stacks of lock waits (futex), over seconds.",
+            Kind::Mutex => {
+                "Off-CPU time waiting in locks and futexes (condition variables and thread parking included), over seconds (default 30 s)."
+            }
             Kind::Trace => {
                 "A timeline of every thread (scheduling and samples) as a Perfetto trace; open it at ui.perfetto.dev. Duration from seconds (default 1 s)."
             }
@@ -261,7 +263,7 @@ impl Kind {
                 "the heap profile needs the heap collector, which this build of the profiler does not have yet; /debug/pprof/profile (CPU) works"
             }
             Kind::Block | Kind::Mutex => {
-                "block and mutex profiles need the off-CPU collector, which this build of the profiler does not have yet; /debug/pprof/profile (CPU) works"
+                "block and mutex profiles need the off-CPU collector, and this agent runs without it (profiler serve --no-offcpu); /debug/pprof/profile (CPU) works"
             }
             Kind::Trace => {
                 "the timeline needs the trace collector wired into the session, which this build of the profiler does not have yet; `profiler trace` records one from the command line"
