@@ -7,9 +7,7 @@
 # `web` "opens" the SVG by saving it. Each step prints PASS, SKIP (that endpoint's collector
 # does not exist yet: the server answers 501) or FAIL; the exit status is 1 if any failed.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-ROOT="$PWD"
-export PATH="$HOME/.cargo/bin:$PATH"
+source "$(dirname "$0")/lib.sh"
 
 usage() {
   cat <<'EOF'
@@ -21,8 +19,8 @@ lesson's commands with only the port and the binary changed, e.g.
   curl -s http://localhost:6060/debug/pprof/profile > cpu.out
   go tool pprof ./search-server cpu.out                (pprof) top / list / web
   go tool pprof -web ./search-server http://localhost:6060/debug/pprof/profile
-Steps print PASS, SKIP (heap, block, trace: their collectors are not in this build; the
-server says so with 501) or FAIL.
+Steps print PASS, SKIP (heap and trace: their collectors are not in this build; the server
+says so with 501) or FAIL.
 
 Options:
   --port PORT        search-server's port (the lesson's 5000)            default 5000
@@ -31,19 +29,17 @@ Options:
                      (the lesson's URLs name none: --seconds 3 makes the run quick)
   --out DIR          where the captures and graphs go                    default a temp dir
   -h, --help         this text
-Environment: PROFILER and SEARCH_SERVER point at the binaries to use (default:
-target/release/...).
+Environment: PROFILER and SEARCH_SERVER point at the binaries to use (default: the release
+builds).
+Needs: root (profiler serve loads eBPF), go (golang-go), dot (graphviz), oha and curl;
+scripts/setup.sh installs them.
 
 Examples:
   sudo scripts/pprof-lesson.sh
   sudo scripts/pprof-lesson.sh --seconds 5 --out /tmp/lesson   # keep the graphs
   sudo scripts/pprof-lesson.sh --port 5077 --pprof-port 6077
-Needs root (profiler serve loads eBPF), go (golang-go), graphviz, oha and curl:
-scripts/setup.sh installs them.
 EOF
 }
-
-die() { echo "pprof-lesson: $*" >&2; exit 2; }
 
 PORT=5000
 PPROF_PORT=6060
@@ -53,7 +49,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     -h|--help) usage; exit 0 ;;
     --port|--pprof-port|--seconds|--out)
-      [ $# -ge 2 ] || die "$1 needs a value; see --help"
+      [ $# -ge 2 ] || bad_usage "$1 needs a value; see --help"
       case "$1" in
         --port) PORT="$2" ;;
         --pprof-port) PPROF_PORT="$2" ;;
@@ -61,27 +57,21 @@ while [ $# -gt 0 ]; do
         --out) OUT="$2" ;;
       esac
       shift 2 ;;
-    *) die "unknown argument '$1'; see --help" ;;
+    *) bad_usage "unknown argument '$1'; see --help" ;;
   esac
 done
 for v in "$PORT" "$PPROF_PORT" "$SECONDS_DEFAULT"; do
-  case "$v" in ''|*[!0-9]*|0) die "'$v' is not a positive whole number (--port, --pprof-port, --seconds)" ;; esac
+  is_positive_int "$v" || bad_usage "'$v' is not a positive whole number (--port, --pprof-port, --seconds)"
 done
-[ "$PORT" != "$PPROF_PORT" ] || die "--port and --pprof-port must differ"
-if [ "$(id -u)" -ne 0 ]; then
-  echo "pprof-lesson: profiler serve loads eBPF programs and needs root; run: sudo $0 $*" >&2
-  exit 1
-fi
-for tool in go dot curl oha; do
-  command -v "$tool" >/dev/null || die "$tool not found; run scripts/setup.sh"
-done
+[ "$PORT" != "$PPROF_PORT" ] || bad_usage "--port and --pprof-port must differ"
+require_root "profiler serve loads eBPF programs and needs root" "$@"
+require_tools go dot curl oha
 
-TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
-PROFILER="${PROFILER:-$TARGET_DIR/release/profiler}"
-SEARCH_SERVER="${SEARCH_SERVER:-$TARGET_DIR/release/search-server}"
+PROFILER="${PROFILER:-$(release_dir)/profiler}"
+SEARCH_SERVER="${SEARCH_SERVER:-$(release_dir)/search-server}"
 if [ ! -x "$PROFILER" ] || [ ! -x "$SEARCH_SERVER" ]; then
   echo "==> building release binaries" >&2
-  cargo build --release --locked -q -p search-server -p profiler --bins
+  (cd "$REPO" && cargo build --release --locked -q -p search-server -p profiler --bins)
 fi
 # Absolute: the steps run in the output directory.
 PROFILER="$(realpath "$PROFILER")"
@@ -96,41 +86,28 @@ cd "$OUT"
 # The lesson runs `go tool pprof ./project ...` next to its binary: ours is ./search-server.
 ln -sf "$SEARCH_SERVER" ./search-server
 # pprof's `web` starts $BROWSER on an SVG it then deletes: keep a copy instead of a window.
-cat > "$OUT/save-browser" <<EOF
-#!/bin/sh
-cp "\$1" "$OUT/web-\$(date +%s%N).svg"
-EOF
+printf '#!/bin/sh\ncp "$1" "%s/web-$(date +%%s%%N).svg"\n' "$OUT" > "$OUT/save-browser"
 chmod +x "$OUT/save-browser"
 export BROWSER="$OUT/save-browser"
 # pprof keeps every profile it fetches under PPROF_TMPDIR (default ~/pprof).
 export PPROF_TMPDIR="$OUT/pprof"
 
-server_pid=""
+SERVER_PID=""
 serve_pid=""
 load_pid=""
 cleanup() {
-  for p in "$load_pid" "$serve_pid" "$server_pid"; do
-    [ -n "$p" ] && kill "$p" 2>/dev/null || true
+  for p in "$load_pid" "$serve_pid" "$SERVER_PID"; do
+    [ -n "$p" ] && stop_process "$p"
   done
-  wait 2>/dev/null || true
+  return 0
 }
 trap cleanup EXIT
 
-"$SEARCH_SERVER" --listen "127.0.0.1:$PORT" >"$OUT/search-server.log" 2>&1 &
-server_pid=$!
-for _ in $(seq 1 100); do
-  curl -fsS "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && break
-  kill -0 "$server_pid" 2>/dev/null || { cat "$OUT/search-server.log" >&2; die "search-server exited at start"; }
-  sleep 0.1
-done
-"$PROFILER" serve --pid "$server_pid" --listen "127.0.0.1:$PPROF_PORT" \
+start_search_server "$SEARCH_SERVER" "$PORT" "$OUT/search-server.log"
+"$PROFILER" serve --pid "$SERVER_PID" --listen "127.0.0.1:$PPROF_PORT" \
   --default-seconds "$SECONDS_DEFAULT" >"$OUT/serve.log" 2>&1 &
 serve_pid=$!
-for _ in $(seq 1 200); do
-  curl -fsS "http://127.0.0.1:$PPROF_PORT/debug/pprof/" >/dev/null 2>&1 && break
-  kill -0 "$serve_pid" 2>/dev/null || { cat "$OUT/serve.log" >&2; die "profiler serve exited at start"; }
-  sleep 0.1
-done
+wait_until_answers "profiler serve" "$serve_pid" "http://127.0.0.1:$PPROF_PORT/debug/pprof/" "$OUT/serve.log"
 
 passed=0; skipped=0; failed=0
 pass() { passed=$((passed + 1)); printf 'PASS  %s\n' "$1"; }
@@ -163,11 +140,11 @@ if curl -sf "http://localhost:$PORT/search?term=house&cnn=on" > search.html; the
   pass "$step"; else fail "$step" search.html; fi
 
 step="load: boom -m POST -c 8 -n 10000 (scripts/load.sh -n 10000 -c 8)"
-if "$ROOT/scripts/load.sh" -n 10000 -c 8 -u "http://localhost:$PORT/search?term=house&cnn=on&bbc=on&nyt=on" > load.txt 2>&1; then
+if "$REPO/scripts/load.sh" -n 10000 -c 8 -u "http://localhost:$PORT/search?term=house&cnn=on&bbc=on&nyt=on" > load.txt 2>&1; then
   pass "$step"; else fail "$step" load.txt; fi
 
 # The rest runs under the lesson's single-connection load.
-"$ROOT/scripts/load.sh" -z 1h -c 1 -u "http://localhost:$PORT/search?term=house&cnn=on&bbc=on&nyt=on" > load-bg.txt 2>&1 &
+"$REPO/scripts/load.sh" -z 1h -c 1 -u "http://localhost:$PORT/search?term=house&cnn=on&bbc=on&nyt=on" > load-bg.txt 2>&1 &
 load_pid=$!
 
 # --- Interactive Profiling ------------------------------------------------------------------
