@@ -291,3 +291,42 @@ pub enum ServeError {
     #[error("invalid option: {0}")]
     Invalid(String),
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_goes_without_a_token() {
+        let addr = |s: &str| vec![s.parse::<SocketAddr>().unwrap()];
+        check_exposure(&addr("127.0.0.1:6060"), false, false).unwrap();
+        check_exposure(&addr("[::1]:6060"), false, false).unwrap();
+        let e = check_exposure(&addr("0.0.0.0:6060"), false, false).unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("0.0.0.0:6060")
+                && msg.contains("--token-file")
+                && msg.contains("--insecure"),
+            "{msg}"
+        );
+        check_exposure(&addr("0.0.0.0:6060"), true, false).unwrap();
+        check_exposure(&addr("10.1.2.3:6060"), false, true).unwrap();
+    }
+
+    #[test]
+    fn tokens_are_long_single_words() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "  0123456789abcdef0123\n").unwrap();
+        assert_eq!(read_token(&file).unwrap(), "0123456789abcdef0123");
+        for bad in ["short\n", "0123456789 abcdef0123", ""] {
+            std::fs::write(&file, bad).unwrap();
+            let e = read_token(&file).unwrap_err().to_string();
+            assert!(e.contains("16 characters"), "{bad:?}: {e}");
+        }
+        let e = read_token(&dir.path().join("missing"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("token file"), "{e}");
+    }
+}
