@@ -69,13 +69,6 @@ cpu_secs() {
   awk -v tck="$(getconf CLK_TCK)" '{ sub(/.*\) /, ""); printf "%.3f\n", ($12 + $13) / tck }' "/proc/$1/stat" 2>/dev/null || echo 0
 }
 
-# CPU nanoseconds a process has run, all threads (schedstat's sum_exec_runtime, exact). This
-# kernel has no IRQ time accounting, so the sampling interrupts (perf's callchain walk, our eBPF
-# program) are charged to the task they interrupt: the server's CPU per request shows them.
-run_ns() {
-  cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{ s += $1 } END { printf "%.0f\n", s }'
-}
-
 load() { # load SECONDS OUT.json: successful requests/s over the run
   oha --no-tui --output-format json -c "$CONNECTIONS" -z "${1}s" -m POST "$URL" > "$2"
 }

@@ -88,13 +88,6 @@ PY
 receiver_pid=$!
 wait_until_answers "the push receiver" "$receiver_pid" "$RECEIVER/" "$WORK/receiver.out"
 
-# CPU nanoseconds a process has run, all threads (schedstat's sum_exec_runtime, exact). This
-# kernel has no IRQ time accounting, so the sampling interrupts are charged to the task they
-# interrupt: the server's CPU per request shows them.
-run_ns() {
-  cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{ s += $1 } END { printf "%.0f\n", s }'
-}
-
 rss_kib() {
   awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0
 }
