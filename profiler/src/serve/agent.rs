@@ -305,8 +305,9 @@ struct Agent {
     state: watch::Sender<TargetState>,
     target: Option<Attached>,
     next_id: WindowId,
-    /// Processes that exited: never attached to again.
-    exited: Vec<u32>,
+    /// Processes not to attach to again (they exited, or attaching failed), with their start
+    /// times: a pid the kernel hands out again is another process.
+    exited: Vec<(u32, Option<u64>)>,
     last_scan: Option<Instant>,
 }
 
@@ -315,6 +316,9 @@ struct Attached {
     session: Session,
     spec: TargetSpec,
     info: AttachedTarget,
+    /// The target's start time (clock ticks since boot), which tells it from a later process
+    /// given the same pid.
+    started: Option<u64>,
     windows: HashMap<WindowId, Window>,
     /// Windows open from attach to exit, by collector, for the snapshot kinds (heap): the
     /// state of a heap is everything since attach.
@@ -401,6 +405,7 @@ impl Agent {
             session,
             spec,
             info: info.clone(),
+            started: start_time(pid),
             windows: HashMap::new(),
             resident: HashMap::new(),
             last_drain: Instant::now(),
@@ -437,7 +442,7 @@ impl Agent {
         let pid = t.info.pid;
         let process = t.info.process.clone();
         tracing::info!(pid, %process, "target exited");
-        self.exited.push(pid);
+        self.exited.push((pid, t.started));
         // Open windows end with the session; their requests see the state change.
         drop(t);
         match &self.opts.wait_for {
@@ -463,7 +468,11 @@ impl Agent {
             return;
         }
         self.last_scan = Some(Instant::now());
-        let Some(pid) = find_process(&name, &self.exited) else {
+        // Forget the pids that now name no process or another one: the list stays short.
+        self.exited
+            .retain(|&(pid, started)| start_time(pid) == started);
+        let exclude: Vec<u32> = self.exited.iter().map(|&(pid, _)| pid).collect();
+        let Some(pid) = find_process(&name, &exclude) else {
             return;
         };
         match self.attach(pid) {
@@ -472,9 +481,9 @@ impl Agent {
                 self.state.send_replace(TargetState::Failed(e.to_string()));
             }
             Err(e) => {
-                // Most often it exited in between; never try that pid again.
+                // Most often it exited in between; never try that process again.
                 tracing::warn!(pid, "could not attach to {name}: {e}");
-                self.exited.push(pid);
+                self.exited.push((pid, start_time(pid)));
             }
         }
     }
