@@ -121,7 +121,10 @@ for round in $(seq 1 "$ROUNDS"); do
     agent_pid=""
     case "$mode" in
       serve-idle) start_agent ;;
-      push-*) start_agent -F "${mode#push-}" --push "$RECEIVER" --push-interval 5s ;;
+      # The interval captures also go to a directory: each says what the eBPF program cost.
+      push-*)
+        rm -rf "$WORK/captures" && mkdir "$WORK/captures"
+        start_agent -F "${mode#push-}" --push "$RECEIVER" --push-interval 5s --push-dir "$WORK/captures" ;;
     esac
     # Unmeasured load first in every mode: the agent's one-off start (loading the programs,
     # the first symbolization of the server) is not the steady state measured here.
@@ -135,14 +138,29 @@ for round in $(seq 1 "$ROUNDS"); do
       stop_process "$agent_pid"
       agent_pid=""
     fi
+    # In-kernel time of the cpu program over the captures' time, % of one core (the BPF
+    # run-time statistics each capture records).
+    ebpf="-"
+    case "$mode" in push-*)
+      ebpf="$(python3 - "$PROFILER" "$WORK"/captures/*.pb.gz <<'PY'
+import json, subprocess, sys
+ns = dur = 0
+for f in sys.argv[2:]:
+    r = json.loads(subprocess.run([sys.argv[1], "info", "--format", "json", f], check=True, capture_output=True).stdout)["recording"]
+    ns += sum(c["run_time_ns"] for c in r["program_cost"] if c["program"] == "cpu")
+    dur += r["duration_nanos"]
+print(f"{100 * ns / dur:.3f}" if dur else "-")
+PY
+)" ;;
+    esac
     rps="$(python3 -c 'import json,sys; s=json.load(open(sys.argv[1]))["summary"]; print(s["requestsPerSec"]*s["successRate"])' "$WORK/run.json")"
     requests="$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["statusCodeDistribution"].get("200", 0))' "$WORK/run.json")"
     srv_us="$(awk -v a="$srv_ns0" -v b="$srv_ns1" -v n="$requests" 'BEGIN { printf "%.3f", (b - a) / 1000 / (n > 0 ? n : 1) }')"
     agent_us="$(awk -v a="$agent_ns0" -v b="$agent_ns1" -v n="$requests" 'BEGIN { printf "%.3f", (b - a) / 1000 / (n > 0 ? n : 1) }')"
     agent_pct="$(awk -v a="$agent_ns0" -v b="$agent_ns1" -v s="$RUN_SECS" 'BEGIN { printf "%.3f", 100 * (b - a) / 1e9 / s }')"
-    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$mode" "$rps" "$srv_us" "$agent_us" "$agent_pct" >> "$results"
-    printf 'round %s  %-11s %10.1f req/s  server %7.2f us/req  agent %6.3f us/req (%5.2f%% of a core)\n' \
-      "$round" "$mode" "$rps" "$srv_us" "$agent_us" "$agent_pct" >&2
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$mode" "$rps" "$srv_us" "$agent_us" "$agent_pct" "$ebpf" >> "$results"
+    printf 'round %s  %-11s %10.1f req/s  server %7.2f us/req  agent %6.3f us/req (%5.2f%% of a core)  eBPF %s%% of a core\n' \
+      "$round" "$mode" "$rps" "$srv_us" "$agent_us" "$agent_pct" "$ebpf" >&2
   done
 done
 pushes="$(wc -l < "$WORK/received.log" 2>/dev/null || echo 0)"
@@ -151,16 +169,17 @@ python3 - "$results" "$ROUNDS" "$RUN_SECS" "$CONNECTIONS" "$pushes" <<'PY'
 import statistics, sys
 from collections import defaultdict
 path, rounds, secs, conns, pushes = sys.argv[1:]
-rps = defaultdict(dict); srv = defaultdict(dict); agent = defaultdict(dict); pct = defaultdict(list)
+rps = defaultdict(dict); srv = defaultdict(dict); agent = defaultdict(dict); pct = defaultdict(list); ebpf = defaultdict(list)
 for line in open(path):
-    r, mode, v, s_us, a_us, a_pct = line.rstrip("\n").split("\t")
+    r, mode, v, s_us, a_us, a_pct, e = line.rstrip("\n").split("\t")
     rps[mode][r] = float(v); srv[mode][r] = float(s_us); agent[mode][r] = float(a_us); pct[mode].append(float(a_pct))
+    if e != "-": ebpf[mode].append(float(e))
 med = statistics.median
 base = rps["none"]
 bmed = med(base.values())
 print(f"\nsearch-server under oha -c {conns}, {secs} s per run, {rounds} interleaved rounds; {pushes} pushes received")
 print(f"noise: the agent-less runs span {100 * (min(base.values()) / bmed - 1):+.1f}% .. {100 * (max(base.values()) / bmed - 1):+.1f}% around their median")
-print(f"{'mode':<12}{'req/s':>10}{'loss %':>8}{'loss min..max':>16}{'cost %':>8}{'cost min..max':>16}{'agent CPU':>11}  target")
+print(f"{'mode':<12}{'req/s':>10}{'loss %':>8}{'loss min..max':>16}{'cost %':>8}{'cost min..max':>16}{'agent CPU':>11}{'eBPF':>8}  target")
 targets = {"push-19": 1.0}
 for mode in ["none", "serve-idle", "push-19", "push-99"]:
     ratios = [rps[mode][r] / base[r] for r in rps[mode] if base.get(r)]
@@ -171,9 +190,17 @@ for mode in ["none", "serve-idle", "push-19", "push-99"]:
         target = f"loss <= {targets[mode]:.0f}%: " + ("met" if med(losses) <= targets[mode] else "NOT MET")
     if mode == "serve-idle":
         target = "nothing measurable: within the noise" if abs(med(losses)) <= 100 * (max(base.values()) - min(base.values())) / bmed else "above the noise"
-    print(f"{mode:<12}{med(rps[mode].values()):>10.1f}{med(losses):>8.2f}{min(losses):>8.2f}..{max(losses):<6.2f}{med(costs):>8.2f}{min(costs):>8.2f}..{max(costs):<6.2f}{med(pct[mode]):>10.2f}%  {target}")
+    e = f"{med(ebpf[mode]):.3f}%" if ebpf[mode] else "-"
+    print(f"{mode:<12}{med(rps[mode].values()):>10.1f}{med(losses):>8.2f}{min(losses):>8.2f}..{max(losses):<6.2f}{med(costs):>8.2f}{min(costs):>8.2f}..{max(costs):<6.2f}{med(pct[mode]):>10.2f}%{e:>8}  {target}")
 print("(loss: throughput lost against the agent-less run of the same round; cost: server + agent CPU per")
-print(" request over the agent-less run's; agent CPU: % of one core during the measured load)")
+print(" request over the agent-less run's; agent CPU: % of one core during the measured load; eBPF: the")
+print(" cpu program's time in the kernel, % of one core, from the BPF run-time statistics in the captures)")
+print("What the agent adds, exactly, however noisy the machine: its CPU plus the eBPF time (an upper")
+print("bound: part of that time is already in the server's), per request, against the server's own:")
+for mode in ["serve-idle", "push-19", "push-99"]:
+    server_share = med(srv[mode].values())
+    added = med(agent[mode].values()) + (med(ebpf[mode]) / 100 * 1e6 / med(rps[mode].values()) if ebpf[mode] else 0)
+    print(f"  {mode:<11} {added:.3f} us per request of {server_share:.2f} us: {100 * added / server_share:.2f}%")
 PY
 
 if [ "$INTERVALS" -gt 0 ]; then
