@@ -232,7 +232,11 @@ peak = max(r for _, r in samples)
 growth = last[1] - first[1]
 print(f"\nagent RSS over {last[0]} intervals of 1 s at 99 Hz ({pushes} pushes received):")
 print("  " + "  ".join(f"{t}:{r / 1024:.1f}MiB" for t, r in samples))
+steps = [(b[0], b[1] - a[1]) for a, b in zip(samples, samples[1:]) if a[0] >= first[0]]
 print(f"  from interval {first[0]} to {last[0]}: {growth:+d} KiB ({100 * growth / first[1]:+.1f}%), peak {peak / 1024:.1f} MiB: "
-      + ("does not grow" if growth <= max(1024, first[1] // 20) else "GROWS"))
+      + ("flat" if growth <= 1024 else "GROWS"))
+print("  growth up to each sample: " + "  ".join(f"{t}:{d:+d}KiB" for t, d in steps))
+print("  (the session keeps every stack and resolved address it has seen, for warm symbols: on a server")
+print("   new stacks keep arriving, fewer and fewer; a steady growth that does not slow is a leak)")
 PY
 fi
