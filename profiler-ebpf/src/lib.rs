@@ -10,6 +10,8 @@
 #![no_std]
 
 pub mod cpu;
+pub mod faults;
+pub mod heap;
 pub mod offcpu;
 pub mod stacks;
 pub mod targets;

@@ -11,6 +11,14 @@ use search_server::{server, web};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
+/// The system allocator behind the heap-sampler: it samples allocations by bytes, in-process,
+/// and fires USDT probes only for sampled ones and only while a profiler listens, so
+/// `sudo profiler record --heap --pid $(pgrep search-server)` costs the server almost nothing
+/// (allocator uprobes would trap on every malloc and free). The example for other services.
+#[cfg(feature = "heap-sampling")]
+#[global_allocator]
+static ALLOCATOR: heap_sampler::Sampler = heap_sampler::Sampler::new(std::alloc::System);
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Per-request logs are at debug level: off unless RUST_LOG asks for them.

@@ -1,4 +1,5 @@
-//! `cpu`: on-CPU stack sampling from a cpu-clock perf event on every CPU.
+//! `cpu`: on-CPU stack sampling from a cpu-clock perf event on every CPU, and the sampling
+//! code the other perf-event programs share.
 
 use aya_ebpf::{
     EbpfContext as _,
@@ -21,19 +22,22 @@ static CPU_COUNTS_1: HashMap<CpuKey, u64> = HashMap::with_max_entries(1, 0);
 #[map]
 static CPU_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(C::COUNT, 0);
 
-#[inline(always)]
-fn count(c: C) {
-    bump(&CPU_COUNTERS, c as u32);
-}
-
 #[perf_event]
 pub fn cpu(ctx: PerfEventContext) -> u32 {
-    try_cpu(&ctx);
+    sample(&ctx, [&CPU_COUNTS_0, &CPU_COUNTS_1], &CPU_COUNTERS);
     0
 }
 
+/// Counts one perf-event sample of a target under (thread, user stack, kernel stack) in the
+/// active set of `counts`, with every outcome in `counters` (indexed by `CpuCounter`). Shared
+/// by the on-CPU and the page-fault samplers.
 #[inline(always)]
-fn try_cpu(ctx: &PerfEventContext) {
+pub fn sample(
+    ctx: &PerfEventContext,
+    counts: [&HashMap<CpuKey, u64>; 2],
+    counters: &PerCpuArray<u64>,
+) {
+    let count = |c: C| bump(counters, c as u32);
     let tgid = ctx.tgid();
     if !is_target(tgid) {
         return;
@@ -83,11 +87,8 @@ fn try_cpu(ctx: &PerfEventContext) {
         user_stack,
         kernel_stack,
     };
-    let counts = if set == 0 {
-        &CPU_COUNTS_0
-    } else {
-        &CPU_COUNTS_1
-    };
+    // A branch, not an index: the verifier must see which map each path uses.
+    let counts = if set == 0 { counts[0] } else { counts[1] };
     // The key holds the tid and a thread runs on one CPU at a time, so no two CPUs update
     // the same entry concurrently: a plain increment is exact.
     if let Some(n) = counts.get_ptr_mut(&key) {

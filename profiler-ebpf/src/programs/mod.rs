@@ -2,15 +2,18 @@
 //! and counting.
 
 mod cpu;
+mod faults;
+mod heap;
 mod offcpu;
 mod targets;
 
 use aya_ebpf::{
     EbpfContext,
-    bindings::BPF_NOEXIST,
-    helpers::{bpf_get_current_comm, generated::bpf_get_stack},
+    bindings::{BPF_F_USER_STACK, BPF_NOEXIST},
+    helpers::{bpf_get_current_comm, bpf_probe_read_user, generated::bpf_get_stack},
     macros::map,
     maps::{Array, HashMap, PerCpuArray},
+    programs::ProbeContext,
 };
 use profiler_ebpf::{
     Comm,
@@ -96,6 +99,61 @@ pub fn capture_stack<C: EbpfContext>(
         return Err(Stack::Error);
     }
     let len = (n as usize / 8).min(MAX_STACK_DEPTH);
+    scratch.len = len as u32;
+    Ok((stack_hash(&scratch.ips, len), scratch))
+}
+
+/// Like `capture_stack` for the user stack, from a uprobe at a function's first instruction:
+/// there the caller's return address is not yet in the frame-pointer chain (it sits on top of
+/// the stack on x86_64, in the link register on aarch64), so a plain walk skips the caller —
+/// the very function that called `malloc`. It is put back as the second frame, unless the
+/// kernel's walk already has it (it does for functions that begin with a frame setup).
+#[inline(always)]
+pub fn capture_entry_stack(ctx: &ProbeContext) -> Result<(u64, &'static RawStack), Stack> {
+    let Some(scratch) = STACK_SCRATCH.get_ptr_mut(0) else {
+        return Err(Stack::Error);
+    };
+    // SAFETY: our CPU's scratch slot; nothing else runs on this CPU until we return.
+    let scratch = unsafe { &mut *scratch };
+    // SAFETY: `regs` is the probe's context; fields at fixed offsets.
+    #[cfg(bpf_target_arch = "x86_64")]
+    let caller = unsafe { bpf_probe_read_user((*ctx.regs).rsp as *const u64) }.unwrap_or(0);
+    #[cfg(bpf_target_arch = "aarch64")]
+    let caller = unsafe { (*ctx.regs).regs[30] };
+    // Leave room for the caller at index 1: the walk goes to ips[1..].
+    // SAFETY: the buffer is the slot's `ips` from index 1, of exactly the size passed.
+    let n = unsafe {
+        bpf_get_stack(
+            ctx.as_ptr(),
+            scratch.ips.as_mut_ptr().add(1).cast(),
+            ((MAX_STACK_DEPTH - 1) * 8) as u32,
+            BPF_F_USER_STACK as u64,
+        )
+    };
+    if n == -EFAULT || n == 0 {
+        return Err(Stack::Missing);
+    }
+    if n < 0 {
+        return Err(Stack::Error);
+    }
+    let walked = (n as usize / 8).min(MAX_STACK_DEPTH - 1);
+    // ips[1] is the probed instruction; ips[2], if any, the walk's first return address.
+    scratch.ips[0] = scratch.ips[1];
+    let len = if caller != 0 && (walked < 2 || scratch.ips[2] != caller) {
+        scratch.ips[1] = caller;
+        walked + 1
+    } else {
+        // Nothing to add: close the gap the walk left at index 1.
+        let mut i = 1;
+        while i < MAX_STACK_DEPTH - 1 {
+            if i >= walked {
+                break;
+            }
+            scratch.ips[i] = scratch.ips[i + 1];
+            i += 1;
+        }
+        walked
+    };
     scratch.len = len as u32;
     Ok((stack_hash(&scratch.ips, len), scratch))
 }

@@ -95,6 +95,13 @@ impl RecordingInfo {
         }
     }
 
+    /// Puts this info into a profile: its comments, start time and duration.
+    pub fn write_into(&self, profile: &mut crate::profile::Profile) {
+        profile.comments = self.to_comments();
+        profile.duration_nanos = self.duration_nanos;
+        profile.time_nanos = self.started_unix_nanos;
+    }
+
     /// The comment lines that carry this info.
     pub fn to_comments(&self) -> Vec<String> {
         let mut out = vec![format!("{HEADER}{} {}", self.version, self.kind)];

@@ -96,6 +96,36 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(v * mult_ms / 1000.0))
 }
 
+/// Parses a byte count: `524288`, `512KiB`, `64k`, `1MiB`, `2m` (powers of 1024).
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let lower = t.to_ascii_lowercase();
+    let (num, mult) = [
+        ("kib", 1u64 << 10),
+        ("mib", 1 << 20),
+        ("gib", 1 << 30),
+        ("k", 1 << 10),
+        ("m", 1 << 20),
+        ("g", 1 << 30),
+        ("b", 1),
+    ]
+    .iter()
+    .find_map(|(suffix, m)| {
+        lower
+            .strip_suffix(suffix)
+            .map(|n| (n.trim().to_string(), *m))
+    })
+    .unwrap_or((lower.clone(), 1));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("invalid size {t:?} (try 512KiB, 64k, 1MiB, 4096)"))?;
+    if n == 0 {
+        return Err(format!("the size must be positive, got {t:?}"));
+    }
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("the size {t:?} is too large"))
+}
+
 /// Like [`parse_duration`], but 0 is allowed (a threshold of nothing).
 pub fn parse_threshold(s: &str) -> Result<Duration, String> {
     if s.trim()
@@ -149,6 +179,11 @@ mod tests {
         assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
         assert_eq!(parse_duration("100us").unwrap(), Duration::from_micros(100));
         assert_eq!(parse_threshold("0").unwrap(), Duration::ZERO);
+        assert_eq!(parse_bytes("512KiB").unwrap(), 512 * 1024);
+        assert_eq!(parse_bytes("64k").unwrap(), 65536);
+        assert_eq!(parse_bytes("1").unwrap(), 1);
+        assert_eq!(parse_bytes("2MiB").unwrap(), 2 << 20);
+        assert!(parse_bytes("0").is_err() && parse_bytes("lots").is_err());
         assert_eq!(parse_threshold("0us").unwrap(), Duration::ZERO);
         assert_eq!(parse_threshold("50us").unwrap(), Duration::from_micros(50));
         assert!(parse_threshold("-1").is_err());

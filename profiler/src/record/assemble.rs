@@ -145,10 +145,10 @@ struct Builder<'a> {
     /// children): keyed by what pprof's Mapping holds.
     mappings: HashMap<(u64, u64, u64, String), usize>,
     kernel_mapping: Option<usize>,
-    /// (pid or 0 for kernel, address, is the leaf) → the location made for it. Stacks share
-    /// most of their frames (the same server loop under every request): each frame becomes a
-    /// location once, not once per sample.
-    cache: HashMap<(u32, u64, bool), CachedLocation>,
+    /// (pid or 0 for kernel, address, is the leaf, lines dropped) → the location made for it.
+    /// Stacks share most of their frames (the same server loop under every request): each
+    /// frame becomes a location once, not once per sample.
+    cache: HashMap<(u32, u64, bool, usize), CachedLocation>,
     asm: &'a Assembly<'a>,
 }
 
@@ -343,21 +343,43 @@ impl Symbols {
 
     /// Adds the locations of `ips` (leaf first) of process `pid`, or of the kernel when `pid`
     /// is 0.
+    ///
+    /// A user stack taken at a heap-sampler probe starts inside the allocator, which the
+    /// compiler may have inlined into the program's own functions: at the leaf end, the lines
+    /// of each location up to its outermost sampler function are dropped (a location left
+    /// with none is dropped whole), until a location without sampler lines.
     fn push_frames(&mut self, out: &mut Builder<'_>, pid: u32, ips: &[u64], sf: &mut SampleFrames) {
         let is_kernel = pid == 0;
         let process = out.asm.processes.get(&pid);
+        let mut trimming = !is_kernel;
         for (i, &ip) in ips.iter().enumerate() {
-            let cache_key = (pid, ip, i == 0);
+            let addr = lookup_address(i, ip);
+            let resolved = if is_kernel {
+                self.kernel.get(&addr)
+            } else {
+                self.user.get(&(pid, addr))
+            };
+            let Some(r) = resolved else { continue };
+            // Lines kept from this location: all, or those outer to the sampler's.
+            let mut keep_from = 0;
+            if trimming {
+                match r
+                    .lines
+                    .iter()
+                    .rposition(|l| is_instrumentation(&l.function))
+                {
+                    Some(outermost) if outermost + 1 == r.lines.len() => continue,
+                    Some(outermost) => {
+                        keep_from = outermost + 1;
+                        trimming = false;
+                    }
+                    None => trimming = false,
+                }
+            }
+            let cache_key = (pid, ip, i == 0, keep_from);
             let (location, lines, miss) = match out.cache.get(&cache_key) {
                 Some(&cached) => cached,
                 None => {
-                    let addr = lookup_address(i, ip);
-                    let resolved = if is_kernel {
-                        self.kernel.get(&addr)
-                    } else {
-                        self.user.get(&(pid, addr))
-                    };
-                    let Some(r) = resolved else { continue };
                     let mapping = if is_kernel {
                         let b = &mut out.b;
                         Some(*out.kernel_mapping.get_or_insert_with(|| {
@@ -398,16 +420,16 @@ impl Symbols {
                         mapping.has_line_numbers |= r.has_line_info;
                         mapping.has_inline_frames |= r.has_inlined;
                     }
-                    let lines = r
-                        .lines
+                    let lines: Vec<Line> = r.lines[keep_from..]
                         .iter()
                         .map(|l| Line {
                             function: out.b.function(&l.function, &l.file),
                             line: l.line,
                         })
                         .collect();
+                    let n = lines.len() as u64;
                     let location = out.b.location(mapping, ip, lines);
-                    let cached = (location, r.lines.len() as u64, r.miss);
+                    let cached = (location, n, r.miss);
                     out.cache.insert(cache_key, cached);
                     cached
                 }
@@ -504,6 +526,12 @@ impl Symbols {
             (None, None) => Ending::Missing,
         }
     }
+}
+
+/// The heap-sampler allocator's own frames (its probe sites and bookkeeping, inlined into
+/// the program's allocation path): the profiler's instrumentation, not the program's code.
+fn is_instrumentation(function: &str) -> bool {
+    function.starts_with("heap_sampler::") || function.starts_with("<heap_sampler::")
 }
 
 /// Kernel threads have no user memory: a missing user stack is their nature, not a loss.

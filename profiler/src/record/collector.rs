@@ -12,6 +12,7 @@ use aya::{Ebpf, EbpfLoader};
 
 use super::RecordError;
 use super::kernel::ProgramCost;
+use super::targets::{ProcessRecord, Targets};
 use crate::profile::ValueType;
 
 /// Facts every collector sizes its maps and periods from.
@@ -158,8 +159,25 @@ pub trait Collector {
     /// Sets the sizes of its maps before the object is loaded.
     fn configure<'a>(&'a self, sizing: &Sizing, loader: &mut EbpfLoader<'a>);
 
-    /// Takes its maps from the loaded object, loads and attaches its programs.
-    fn attach(&mut self, bpf: &mut Ebpf) -> Result<(), RecordError>;
+    /// Takes its maps from the loaded object, loads and attaches its programs, for the
+    /// targets known now.
+    fn attach(&mut self, bpf: &mut Ebpf, targets: &Targets) -> Result<(), RecordError>;
+
+    /// A process joined the targets (a followed child, or `-a`'s new process): collectors
+    /// that attach per process (uprobes) attach to it here.
+    fn process_started(
+        &mut self,
+        _bpf: &mut Ebpf,
+        _process: &ProcessRecord,
+    ) -> Result<(), RecordError> {
+        Ok(())
+    }
+
+    /// The targets run now (a launched command has `exec`ed): for what can only be set in the
+    /// running program.
+    fn targets_running(&mut self, _targets: &Targets) -> Result<(), RecordError> {
+        Ok(())
+    }
 
     /// Detaches its programs; its maps stay readable for a last drain.
     fn detach(&mut self, bpf: &mut Ebpf);
@@ -182,6 +200,26 @@ pub trait Collector {
     /// After the last drain: what is still in flight (e.g. threads still blocked), as samples.
     fn finish(&mut self, _out: &mut Vec<Drained>) -> Result<(), RecordError> {
         Ok(())
+    }
+
+    /// Samples that describe a state now rather than events over time (the live heap): not
+    /// accumulated into windows, asked for each time a profile is built.
+    fn snapshot(&mut self, _out: &mut Vec<Drained>) -> Result<(), RecordError> {
+        Ok(())
+    }
+
+    /// Turns one sample's raw values in its columns into what the profile shows (e.g. sampled
+    /// allocation counts into unbiased estimates), after samples were summed per stack.
+    fn scale(&self, _pid: u32, _values: &mut [i64]) {}
+
+    /// Whether `scale` does anything (so the session copies a window only when it must).
+    fn scales(&self) -> bool {
+        false
+    }
+
+    /// Notes for the capture's metadata (what a value means, what was hooked).
+    fn notes(&self) -> Vec<String> {
+        Vec::new()
     }
 
     /// Lines for the end-of-recording summary about what it recorded, from the profile and

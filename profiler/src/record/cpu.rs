@@ -16,6 +16,7 @@ use profiler_ebpf::stacks::NO_STACK;
 use super::RecordError;
 use super::collector::{Collector, Counters, Drained, Sizing, StackSource};
 use super::kernel::{ProgramCost, bpf_err, program_cost, read_counters, take_map};
+use super::targets::Targets;
 use crate::profile::ValueType;
 
 /// Highest accepted sampling frequency: above this the profiler disturbs the target more
@@ -125,7 +126,7 @@ impl Collector for CpuCollector {
         }
     }
 
-    fn attach(&mut self, bpf: &mut Ebpf) -> Result<(), RecordError> {
+    fn attach(&mut self, bpf: &mut Ebpf, _targets: &Targets) -> Result<(), RecordError> {
         self.counts = Some([
             BpfHashMap::try_from(take_map(bpf, CPU_COUNTS[0])?)
                 .map_err(bpf_err("opening CPU_COUNTS_0"))?,
@@ -157,28 +158,9 @@ impl Collector for CpuCollector {
     }
 
     fn drain(&mut self, set: usize, out: &mut Vec<Drained>) -> Result<(), RecordError> {
-        let counts = &mut self.counts.as_mut().ok_or_else(not_attached)?[set];
-        let entries: Vec<(CpuKey, u64)> = counts.iter().filter_map(Result::ok).collect();
-        for (key, _) in &entries {
-            let _ = counts.remove(key);
-        }
         let period = self.period_ns();
-        let stack = |h: u64| {
-            if h == NO_STACK {
-                StackSource::None
-            } else {
-                StackSource::Hash(h)
-            }
-        };
-        out.extend(entries.into_iter().map(|(key, n)| Drained {
-            pid: key.tgid,
-            tid: key.tid,
-            user: stack(key.user_stack),
-            kernel: stack(key.kernel_stack),
-            labels: Vec::new(),
-            waker: None,
-            values: vec![n as i64, n as i64 * period],
-        }));
+        let counts = &mut self.counts.as_mut().ok_or_else(not_attached)?[set];
+        drain_sample_counts(counts, out, |n| vec![n as i64, n as i64 * period]);
         Ok(())
     }
 
@@ -207,39 +189,74 @@ impl Collector for CpuCollector {
     }
 
     fn check_invariants(&self, counters: &Counters) -> Vec<String> {
-        let get = |name: &str| {
-            counters
-                .iter()
-                .find(|(n, _)| *n == name)
-                .map_or(0, |(_, v)| *v)
-        };
-        let taken = get("target_samples");
-        let sum = |names: &[&str]| names.iter().map(|n| get(n)).sum::<u64>();
-        let groups = [
-            (
-                "user-stack",
-                sum(&[
-                    "user_stack",
-                    "user_stack_missing",
-                    "user_stack_map_full",
-                    "user_stack_error",
-                ]),
-            ),
-            (
-                "kernel-stack",
-                sum(&[
-                    "kernel_stack",
-                    "kernel_stack_absent",
-                    "kernel_stack_map_full",
-                    "kernel_stack_error",
-                ]),
-            ),
-            ("count", sum(&["counted", "counts_full", "counts_error"])),
-        ];
-        groups
-            .into_iter()
-            .filter(|(_, n)| *n != taken)
-            .map(|(what, n)| format!("cpu: {taken} samples taken but {n} {what} outcomes"))
-            .collect()
+        sample_invariants("cpu", counters)
     }
+}
+
+/// Drains one set of a perf-event sampler's count map (cpu, page faults) into samples whose
+/// values `values` makes from the count.
+pub(super) fn drain_sample_counts(
+    counts: &mut BpfHashMap<MapData, CpuKey, u64>,
+    out: &mut Vec<Drained>,
+    values: impl Fn(u64) -> Vec<i64>,
+) {
+    let entries: Vec<(CpuKey, u64)> = counts.iter().filter_map(Result::ok).collect();
+    for (key, _) in &entries {
+        let _ = counts.remove(key);
+    }
+    let stack = |h: u64| {
+        if h == NO_STACK {
+            StackSource::None
+        } else {
+            StackSource::Hash(h)
+        }
+    };
+    out.extend(entries.into_iter().map(|(key, n)| Drained {
+        pid: key.tgid,
+        tid: key.tid,
+        user: stack(key.user_stack),
+        kernel: stack(key.kernel_stack),
+        labels: Vec::new(),
+        waker: None,
+        values: values(n),
+    }));
+}
+
+/// The invariant of a perf-event sampler (`CpuCounter` outcomes): every sample taken ends in
+/// one user-stack, one kernel-stack and one count outcome.
+pub(super) fn sample_invariants(name: &str, counters: &Counters) -> Vec<String> {
+    let get = |n: &str| {
+        counters
+            .iter()
+            .find(|(k, _)| *k == n)
+            .map_or(0, |(_, v)| *v)
+    };
+    let taken = get("target_samples");
+    let sum = |names: &[&str]| names.iter().map(|n| get(n)).sum::<u64>();
+    let groups = [
+        (
+            "user-stack",
+            sum(&[
+                "user_stack",
+                "user_stack_missing",
+                "user_stack_map_full",
+                "user_stack_error",
+            ]),
+        ),
+        (
+            "kernel-stack",
+            sum(&[
+                "kernel_stack",
+                "kernel_stack_absent",
+                "kernel_stack_map_full",
+                "kernel_stack_error",
+            ]),
+        ),
+        ("count", sum(&["counted", "counts_full", "counts_error"])),
+    ];
+    groups
+        .into_iter()
+        .filter(|(_, n)| *n != taken)
+        .map(|(what, n)| format!("{name}: {taken} samples taken but {n} {what} outcomes"))
+        .collect()
 }

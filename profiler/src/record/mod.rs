@@ -11,7 +11,9 @@ mod assemble;
 mod btf;
 pub mod collector;
 pub mod cpu;
+pub mod faults;
 pub mod health;
+pub mod heap;
 pub mod kernel;
 pub mod offcpu;
 mod outputs;
@@ -19,6 +21,7 @@ mod process;
 pub mod session;
 mod status;
 pub mod targets;
+mod uprobe;
 
 use std::io;
 use std::path::Path;
@@ -32,8 +35,11 @@ use crate::profile::Profile;
 pub use btf::BtfError;
 pub use collector::{Batch, Collector, RawSamples};
 pub use cpu::{CpuCollector, MAX_FREQUENCY};
+pub use faults::PageFaultCollector;
+pub use heap::{HeapCollector, HeapMode, HeapOptions};
 pub use offcpu::{OffCpuCollector, OffCpuOptions};
 pub use outputs::Outputs;
+use outputs::Snapshots;
 pub use process::TargetProcess;
 pub use session::Session;
 pub use status::Summary;
@@ -67,6 +73,12 @@ pub struct RecordOptions {
     pub frequency: u64,
     /// Record off-CPU time, with these options.
     pub offcpu: Option<OffCpuOptions>,
+    /// Record heap profiles, with these options.
+    pub heap: Option<HeapOptions>,
+    /// Record page faults, every Nth.
+    pub page_faults: Option<u64>,
+    /// Also write a numbered capture (the heap state then) this often.
+    pub snapshot_every: Option<Duration>,
     /// Draw a live status line on stderr (only when it is a terminal).
     pub show_status: bool,
     pub outputs: Outputs,
@@ -80,6 +92,9 @@ impl RecordOptions {
             cpu: true,
             frequency: 99,
             offcpu: None,
+            heap: None,
+            page_faults: None,
+            snapshot_every: None,
             show_status: true,
             outputs: Outputs::default(),
         }
@@ -89,8 +104,14 @@ impl RecordOptions {
     /// program is loaded or command launched.
     pub fn validate(&self) -> Result<(), RecordError> {
         check_frequency(self.frequency)?;
-        if !self.cpu && self.offcpu.is_none() {
+        if !self.cpu && self.offcpu.is_none() && self.heap.is_none() && self.page_faults.is_none() {
             return Err(RecordError::NoCollector);
+        }
+        if self.snapshot_every == Some(Duration::ZERO) {
+            return Err(RecordError::InvalidDuration);
+        }
+        if self.heap.is_some() && self.target == TargetSpec::All {
+            return Err(RecordError::HeapNeedsTargets);
         }
         if self.duration == Some(Duration::ZERO) {
             return Err(RecordError::InvalidDuration);
@@ -152,9 +173,27 @@ pub enum RecordError {
     },
     #[error("the embedded eBPF object has no {0}; the build is broken, rebuild the profiler")]
     MissingInObject(String),
+    #[error("--page-fault-period must be at least 1 (every fault)")]
+    InvalidFaultPeriod,
+    #[error("--heap-rate must be at least 1 byte (default 524288: one sample per 512 KiB)")]
+    InvalidHeapRate,
+    #[error(
+        "pid {0} does not link the heap-sampler allocator (no heap_sampler USDT probes in its program); drop --heap-mode sampler to probe its allocator instead"
+    )]
+    NoHeapSampler(u32),
+    #[error("cannot read the USDT probe {probe}'s arguments ({args})")]
+    UsdtArgs { probe: String, args: String },
+    #[error(
+        "--heap needs target processes (--pid or a command), not -a: probing every process's allocator would slow the whole machine"
+    )]
+    HeapNeedsTargets,
+    #[error("--heap: nothing to probe: {0}")]
+    NothingToHook(String),
     #[error("the {0} collector was used before it was attached")]
     NotAttached(&'static str),
-    #[error("nothing to collect: give --cpu and/or --offcpu (the default is --cpu)")]
+    #[error(
+        "nothing to collect: give --cpu, --offcpu, --heap and/or --page-faults (the default is --cpu)"
+    )]
     NoCollector,
     #[error(transparent)]
     Btf(#[from] BtfError),
@@ -322,6 +361,12 @@ pub fn record(opts: &RecordOptions) -> Result<Recording, RecordError> {
     if let Some(o) = opts.offcpu {
         collectors.push(Box::new(OffCpuCollector::new(o)));
     }
+    if let Some(o) = opts.heap {
+        collectors.push(Box::new(HeapCollector::new(o)?));
+    }
+    if let Some(period) = opts.page_faults {
+        collectors.push(Box::new(PageFaultCollector::new(period)?));
+    }
     let mut session = Session::start(&opts.target, collectors)?;
     let interrupted = install_interrupt()?;
     tracing::info!(frequency = opts.frequency, "recording started");
@@ -336,13 +381,14 @@ pub fn record(opts: &RecordOptions) -> Result<Recording, RecordError> {
     let status = status::StatusLine::new(opts.show_status, &label);
     let mut whole = RawSamples::default();
     let mut last_drain = Instant::now();
+    let mut snapshots = Snapshots::new(opts);
     let stop = loop {
         let remaining = opts.duration.map(|d| d.saturating_sub(started.elapsed()));
         if remaining == Some(Duration::ZERO) {
             break StopReason::Duration;
         }
         let wait = remaining.map_or(TICK, |r| r.min(TICK));
-        if session.wait(wait) == Wake::TargetsExited {
+        if session.wait(wait)? == Wake::TargetsExited {
             break StopReason::TargetExited;
         }
         if interrupted.load(Ordering::Relaxed) {
@@ -351,6 +397,22 @@ pub fn record(opts: &RecordOptions) -> Result<Recording, RecordError> {
         if last_drain.elapsed() >= session.drain_interval() {
             last_drain = Instant::now();
             whole.add(&session.drain()?);
+        }
+        if snapshots.due() {
+            whole.add(&session.drain()?);
+            let mut window = whole.clone();
+            window.add(&session.snapshot()?);
+            let (mut profile, stats) = session.build(&window);
+            let info = recording_info(
+                &session,
+                &stats,
+                wall_start,
+                started.elapsed(),
+                "snapshot",
+                &opts.target,
+            )?;
+            info.write_into(&mut profile);
+            snapshots.write(&profile)?;
         }
         status.update(started.elapsed(), || session.events_seen());
     };
@@ -362,12 +424,23 @@ pub fn record(opts: &RecordOptions) -> Result<Recording, RecordError> {
         eprintln!("interrupted: writing what was recorded (Ctrl-C again to abort)");
     }
     whole.add(&last);
+    // The state at the end (the live heap), beside the events of the whole run.
+    whole.add(&session.snapshot()?);
     let (mut profile, stats) = session.build(&whole);
-    let info = recording_info(&session, &stats, wall_start, elapsed, stop, &opts.target)?;
-    profile.comments = info.to_comments();
-    profile.duration_nanos = info.duration_nanos;
-    profile.time_nanos = info.started_unix_nanos;
-    let files = opts.outputs.write(&profile)?;
+    let info = recording_info(
+        &session,
+        &stats,
+        wall_start,
+        elapsed,
+        stop.words(),
+        &opts.target,
+    )?;
+    info.write_into(&mut profile);
+    let mut files = opts.outputs.write(&profile)?;
+    if snapshots.enabled() {
+        snapshots.write(&profile)?;
+        files.push(snapshots.summary_line());
+    }
     let summary = Summary {
         collector_lines: session.summary_lines(&profile),
         totals: session
@@ -409,7 +482,7 @@ pub fn recording_info(
     stats: &assemble::Stats,
     start: SystemTime,
     duration: Duration,
-    stop: StopReason,
+    ended_by: &str,
     spec: &TargetSpec,
 ) -> Result<RecordingInfo, RecordError> {
     let (scope, command) = match spec {
@@ -427,7 +500,7 @@ pub fn recording_info(
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as i64),
         duration_nanos: duration.as_nanos() as i64,
-        ended_by: stop.words().to_string(),
+        ended_by: ended_by.to_string(),
         collectors: session
             .collectors()
             .map(|c| CollectorInfo {
@@ -454,7 +527,7 @@ pub fn recording_info(
             .iter()
             .map(|(r, n)| (r.name().to_string(), *n))
             .collect(),
-        notes: Vec::new(),
+        notes: session.notes(),
     })
 }
 

@@ -32,6 +32,7 @@ use profiler_ebpf::stacks::{MAX_STACK_DEPTH, NO_STACK, RawStack};
 use super::RecordError;
 use super::collector::{Collector, Counters, Drained, DrainedWaker, Sizing, StackSource};
 use super::kernel::{ProgramCost, bpf_err, program_cost, read_counters, take_map};
+use super::targets::Targets;
 use crate::profile::{LabelValue, Profile, ValueType};
 
 /// Context switches per second per CPU the maps are sized for: search-server under load
@@ -243,7 +244,7 @@ impl Collector for OffCpuCollector {
         loader.map_max_entries(OFFCPU_STACKS, STACKS);
     }
 
-    fn attach(&mut self, bpf: &mut Ebpf) -> Result<(), RecordError> {
+    fn attach(&mut self, bpf: &mut Ebpf, _targets: &Targets) -> Result<(), RecordError> {
         let counts = |bpf: &mut Ebpf, name| {
             BpfHashMap::try_from(take_map(bpf, name)?).map_err(bpf_err(format!("opening {name}")))
         };

@@ -68,3 +68,80 @@ impl Outputs {
         Ok(self.files())
     }
 }
+
+/// Numbered captures written while recording (`heap.0001.pb.gz`, ...): the `--snapshot-every`
+/// files, named after the capture.
+pub struct Snapshots {
+    every: Option<std::time::Duration>,
+    next: Option<std::time::Instant>,
+    /// The capture's path without `.pb.gz` (or its extension).
+    stem: PathBuf,
+    written: u32,
+}
+
+impl Snapshots {
+    pub fn new(opts: &super::RecordOptions) -> Self {
+        let capture = &opts.outputs.capture;
+        let name = capture
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let base = name
+            .strip_suffix(".pb.gz")
+            .or_else(|| name.rsplit_once('.').map(|(b, _)| b))
+            .unwrap_or(&name)
+            .to_string();
+        Snapshots {
+            every: opts.snapshot_every,
+            next: opts.snapshot_every.map(|e| std::time::Instant::now() + e),
+            stem: capture.with_file_name(base),
+            written: 0,
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.every.is_some()
+    }
+
+    /// Whether the next snapshot is due (and, if so, schedules the one after).
+    pub fn due(&mut self) -> bool {
+        match (self.next, self.every) {
+            (Some(next), Some(every)) if std::time::Instant::now() >= next => {
+                self.next = Some(next + every);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The path of snapshot `n`.
+    pub fn path(&self, n: u32) -> PathBuf {
+        let mut p = self.stem.clone().into_os_string();
+        p.push(format!(".{n:04}.pb.gz"));
+        PathBuf::from(p)
+    }
+
+    pub fn write(&mut self, profile: &Profile) -> Result<PathBuf, RecordError> {
+        self.written += 1;
+        let path = self.path(self.written);
+        capture::write_pprof(profile, &path)?;
+        Ok(path)
+    }
+
+    /// For the summary: which files were written.
+    pub fn summary_line(&self) -> (String, PathBuf) {
+        let first = self.path(1);
+        (
+            format!("snapshots ({}):", self.written),
+            if self.written > 1 {
+                PathBuf::from(format!(
+                    "{} ... {}",
+                    first.display(),
+                    self.path(self.written).display()
+                ))
+            } else {
+                first
+            },
+        )
+    }
+}

@@ -17,6 +17,8 @@ pub struct TargetProcess {
     pidfd: OwnedFd,
     launched: Option<Launched>,
     command_line: String,
+    /// The program's file: the resolved command for a launched one, /proc/PID/exe otherwise.
+    exe: Option<std::path::PathBuf>,
 }
 
 /// A child we forked: blocked on `release` until the sampler runs, then `exec`s.
@@ -43,6 +45,7 @@ impl TargetProcess {
             pidfd,
             launched: None,
             command_line,
+            exe: std::fs::read_link(format!("/proc/{pid}/exe")).ok(),
         };
         if target.has_exited() {
             return Err(RecordError::ExitedBeforeAttach(pid));
@@ -118,6 +121,7 @@ impl TargetProcess {
                 exit_code: None,
             }),
             command_line: argv.join(" "),
+            exe: std::fs::canonicalize(&path).ok().or(Some(path)),
         })
     }
 
@@ -132,6 +136,11 @@ impl TargetProcess {
 
     pub fn is_launched(&self) -> bool {
         self.launched.is_some()
+    }
+
+    /// The program's file, when known.
+    pub fn exe(&self) -> Option<&std::path::Path> {
+        self.exe.as_deref()
     }
 
     /// The command line, for summaries and capture comments.

@@ -100,7 +100,7 @@ impl Session {
         let mut sample_types = Vec::new();
         let mut event_columns = Vec::new();
         for mut c in collectors {
-            c.attach(&mut kernel.bpf)?;
+            c.attach(&mut kernel.bpf, &targets)?;
             let types = c.sample_types();
             let start = sample_types.len();
             event_columns.push(start + c.event_column());
@@ -116,6 +116,9 @@ impl Session {
             return Err(RecordError::ExitedBeforeAttach(pid));
         }
         targets.release()?;
+        for slot in &mut slots {
+            slot.collector.targets_running(&targets)?;
+        }
         Ok(Session {
             kernel,
             targets,
@@ -139,8 +142,18 @@ impl Session {
 
     /// Waits up to `timeout`, handling process lifecycle events; says whether every initial
     /// target has exited.
-    pub fn wait(&mut self, timeout: Duration) -> Wake {
-        self.targets.wait(timeout)
+    pub fn wait(&mut self, timeout: Duration) -> Result<Wake, RecordError> {
+        let wake = self.targets.wait(timeout);
+        for pid in self.targets.take_new() {
+            let Some(process) = self.targets.processes.get(&pid) else {
+                continue;
+            };
+            for slot in &mut self.slots {
+                slot.collector
+                    .process_started(&mut self.kernel.bpf, process)?;
+            }
+        }
+        Ok(wake)
     }
 
     /// Flips the map sets, drains every collector, reads the new stacks, refreshes the maps
@@ -156,9 +169,24 @@ impl Session {
         self.intern(set, drained)
     }
 
+    fn intern_without_clearing(
+        &mut self,
+        drained: Vec<(usize, Drained)>,
+    ) -> Result<Batch, RecordError> {
+        self.intern_inner(None, drained)
+    }
+
     /// Reads the stacks named by hash, interns every stack, widens values to every column and
     /// resolves what is new. Clears the set's stacks afterwards.
     fn intern(&mut self, set: usize, drained: Vec<(usize, Drained)>) -> Result<Batch, RecordError> {
+        self.intern_inner(Some(set), drained)
+    }
+
+    fn intern_inner(
+        &mut self,
+        set: Option<usize>,
+        drained: Vec<(usize, Drained)>,
+    ) -> Result<Batch, RecordError> {
         let unknown: Vec<u64> = drained
             .iter()
             .flat_map(|(_, d)| {
@@ -174,16 +202,20 @@ impl Session {
             .collect::<HashSet<u64>>()
             .into_iter()
             .collect();
-        for (hash, ips) in self.kernel.read_stacks(set, &unknown) {
-            match ips {
-                Some(ips) => {
-                    let id = self.stacks.intern(trim_user_stack(ips));
-                    self.stacks.remember_hash(hash, id);
+        if let Some(set) = set {
+            for (hash, ips) in self.kernel.read_stacks(set, &unknown) {
+                match ips {
+                    Some(ips) => {
+                        let id = self.stacks.intern(trim_user_stack(ips));
+                        self.stacks.remember_hash(hash, id);
+                    }
+                    None => self.unreadable_stacks += 1,
                 }
-                None => self.unreadable_stacks += 1,
             }
+            self.kernel.clear_stacks(set);
+        } else {
+            self.unreadable_stacks += unknown.len() as u64;
         }
-        self.kernel.clear_stacks(set);
 
         let width = self.sample_types.len();
         let mut batch = Batch::default();
@@ -249,7 +281,9 @@ impl Session {
             slot.collector.finish(&mut buf)?;
             drained.extend(buf.drain(..).map(|d| (i, d)));
         }
-        batch.samples.extend(self.intern(0, drained)?.samples);
+        batch
+            .samples
+            .extend(self.intern_without_clearing(drained)?.samples);
         Ok(batch)
     }
 
@@ -261,9 +295,36 @@ impl Session {
             .collect()
     }
 
+    /// The collectors' state samples now (the live heap), interned: add them to a copy of a
+    /// window before building a profile of "events in the window, state at its end".
+    pub fn snapshot(&mut self) -> Result<Batch, RecordError> {
+        let mut drained = Vec::new();
+        let mut buf = Vec::new();
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            slot.collector.snapshot(&mut buf)?;
+            drained.extend(buf.drain(..).map(|d| (i, d)));
+        }
+        // Their stacks come as frames, never from a map set: set 0 is only named.
+        self.intern_without_clearing(drained)
+    }
+
     /// The profile of the samples in `window`, with symbols resolved so far.
     pub fn build(&mut self, window: &RawSamples) -> (Profile, Stats) {
         let threads: HashMap<u32, String> = self.kernel.thread_names();
+        // Collectors turn their raw sums into what the profile shows, per sample.
+        let mut scaled;
+        let window = if self.slots.iter().any(|s| s.collector.scales()) {
+            scaled = window.clone();
+            for (key, values) in scaled.counts.iter_mut() {
+                for slot in &self.slots {
+                    slot.collector
+                        .scale(key.pid, &mut values[slot.columns.clone()]);
+                }
+            }
+            &scaled
+        } else {
+            window
+        };
         let primary = &self.slots[0].collector;
         let asm = Assembly {
             sample_types: &self.sample_types,
@@ -323,6 +384,14 @@ impl Session {
     /// Events the collectors have seen so far (for the status line).
     pub fn events_seen(&self) -> u64 {
         self.slots.iter().map(|s| s.collector.events_seen()).sum()
+    }
+
+    /// Each collector's notes for the capture's metadata.
+    pub fn notes(&self) -> Vec<String> {
+        self.slots
+            .iter()
+            .flat_map(|s| s.collector.notes())
+            .collect()
     }
 
     pub fn collectors(&self) -> impl Iterator<Item = &dyn Collector> {

@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::os::fd::{AsRawFd, RawFd};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use aya::Ebpf;
@@ -39,6 +40,8 @@ pub struct ProcessRecord {
     pub command_line: String,
     /// File name of its executable, when it could be read.
     pub executable: Option<String>,
+    /// Path of its executable, when it could be read.
+    pub exe_path: Option<std::path::PathBuf>,
     pub parent: Option<u32>,
     pub maps: ProcessMaps,
     pub exited: bool,
@@ -53,12 +56,21 @@ impl ProcessRecord {
             name: fallback_name.to_string(),
             command_line: String::new(),
             executable: None,
+            exe_path: None,
             parent,
             maps: ProcessMaps::default(),
             exited: false,
             reread: Vec::new(),
         };
         r.refresh_identity();
+        r
+    }
+
+    /// A record for a process whose maps are already known (tests).
+    #[cfg(test)]
+    pub fn for_tests(pid: u32, maps: ProcessMaps) -> Self {
+        let mut r = Self::new(pid, None, "");
+        r.maps = maps;
         r
     }
 
@@ -75,6 +87,7 @@ impl ProcessRecord {
                     .trim_end_matches(" (deleted)")
                     .to_string()
             });
+            self.exe_path = Some(exe);
         }
     }
 }
@@ -97,6 +110,8 @@ pub struct Targets {
     counters: PerCpuArray<MapData, u64>,
     links_attached: bool,
     pub processes: BTreeMap<u32, ProcessRecord>,
+    /// Processes that joined since the session last asked (see `take_new`).
+    new: Vec<u32>,
 }
 
 impl Targets {
@@ -142,6 +157,15 @@ impl Targets {
                 .map_err(bpf_err(format!("adding pid {} to the target set", t.pid())))?;
             let mut record = ProcessRecord::new(t.pid(), None, "");
             record.command_line = t.command_line().to_string();
+            if t.is_launched() {
+                // Held before exec: /proc shows the profiler until the command runs.
+                record.exe_path = t.exe().map(Path::to_path_buf);
+                record.executable = record
+                    .exe_path
+                    .as_deref()
+                    .and_then(Path::file_name)
+                    .map(|f| f.to_string_lossy().into_owned());
+            }
             let _ = record.maps.refresh(t.pid());
             processes.insert(t.pid(), record);
         }
@@ -161,6 +185,7 @@ impl Targets {
             counters,
             links_attached: false,
             processes,
+            new: Vec::new(),
         };
         // Lifecycle programs matter when the set can change or processes come and go.
         if follow || all {
@@ -269,6 +294,9 @@ impl Targets {
                         r.maps = p.maps.clone();
                     }
                     self.processes.insert(e.tgid, r);
+                    if !self.all {
+                        self.new.push(e.tgid);
+                    }
                 }
                 k if k == ProcessEventKind::Exec as u32 => {
                     let r = self
@@ -306,6 +334,11 @@ impl Targets {
                 r.exited = true;
             }
         }
+    }
+
+    /// Processes that joined the targets since the last call.
+    pub fn take_new(&mut self) -> Vec<u32> {
+        std::mem::take(&mut self.new)
     }
 
     pub fn counters(&self) -> Result<Vec<(&'static str, u64)>, RecordError> {

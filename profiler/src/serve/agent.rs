@@ -21,9 +21,7 @@ use crate::capture::info::ProgramCostInfo;
 use crate::profile::{Profile, ValueType};
 use crate::record::kernel::ProgramCost;
 use crate::record::offcpu::{OffCpuCollector, OffCpuOptions};
-use crate::record::{
-    Collector, CpuCollector, RawSamples, RecordError, Session, StopReason, TargetSpec, Wake,
-};
+use crate::record::{Collector, CpuCollector, RawSamples, RecordError, Session, TargetSpec, Wake};
 use crate::symbolize::{ProcessMaps, Symbolizer};
 
 /// How long the agent waits on the target between looks at its commands: the latency a
@@ -352,7 +350,12 @@ impl Agent {
             }
             match &mut self.target {
                 Some(t) => {
-                    if t.session.wait(TICK) == Wake::TargetsExited {
+                    let wake = t.session.wait(TICK).unwrap_or_else(|e| {
+                        // A collector could not follow a new process: the target goes on.
+                        tracing::warn!("{e}");
+                        Wake::Timeout
+                    });
+                    if wake == Wake::TargetsExited {
                         if !self.target_exited() {
                             return;
                         }
@@ -728,11 +731,10 @@ impl Attached {
             &stats,
             window.opened_wall,
             duration,
-            StopReason::Duration,
+            ended_by,
             &self.spec,
         )?;
         info.kind = "serve".into();
-        info.ended_by = ended_by.into();
         // The capture describes its own collector: the others may have been paused all along.
         let collector = kind.collector();
         info.collectors.retain(|c| c.name == collector);
