@@ -8,12 +8,14 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 use clap::Args;
+use profiler::record::{HeapMode, HeapOptions};
 use profiler::serve::{
     self, AgentOptions, Ended, EndpointOptions, HttpOptions, Protocol, PushAuth, PushOptions,
     PushStats, TargetState,
 };
 
-use super::parse_duration;
+use super::record::HeapModeArg;
+use super::{parse_bytes, parse_duration};
 
 /// Serve Go's /debug/pprof endpoints for a running native process, from the outside, and
 /// optionally push its profiles to Grafana Pyroscope continuously.
@@ -28,7 +30,8 @@ Endpoints (like Go's net/http/pprof):
   /debug/pprof/symbol             address → name lookups (Go's symbol protocol)
   /debug/pprof/block?seconds=N    off-CPU time blocked (sleeps, I/O, locks) by stack (default 30)
   /debug/pprof/mutex?seconds=N    off-CPU time in lock and futex waits by stack (default 30)
-  /debug/pprof/heap, allocs, trace: 501 until their collectors exist
+  /debug/pprof/heap, allocs       with --heap: in use since attach, and allocated (Go's four types)
+  /debug/pprof/trace              501 until the session writes timelines
 One profile of a kind at a time (a second gets 429 + Retry-After). When the target exits every
 endpoint answers 410 and serve exits, unless --wait-for re-attaches to the next process.
 
@@ -41,6 +44,7 @@ Examples:
   sudo profiler serve --pid 4242 --listen 0.0.0.0:6060 --token-file /etc/profiler/token
   curl -H \"Authorization: Bearer $(cat /etc/profiler/token)\" http://HOST:6060/debug/pprof/profile > cpu.pb.gz
   sudo profiler serve --pid 4242 -F 19 --push http://localhost:4040 --label env=prod
+  sudo profiler serve --pid 4242 --heap && curl -s http://127.0.0.1:6060/debug/pprof/heap > base.heap
   sudo profiler serve --pid 4242 --push-dir /var/lib/profiles --push-interval 60s"
 )]
 pub struct ServeArgs {
@@ -58,6 +62,18 @@ pub struct ServeArgs {
     /// kernel memory).
     #[arg(long)]
     pub no_offcpu: bool,
+    /// Probe the allocator from attach on, for /debug/pprof/heap and allocs (and `memory`
+    /// profiles in continuous mode). Nearly free for programs that link the heap-sampler
+    /// allocator; uprobes on the allocator otherwise (every malloc and free traps: about
+    /// 0.7 us each), for as long as serve runs.
+    #[arg(long)]
+    pub heap: bool,
+    /// Mean bytes between heap samples, for allocator uprobes (e.g. 512KiB, 64KiB).
+    #[arg(long, value_parser = parse_bytes, default_value = "512KiB", value_name = "BYTES", requires = "heap")]
+    pub heap_rate: u64,
+    /// auto: heap-sampler probes where linked, allocator uprobes otherwise; uprobes; sampler.
+    #[arg(long, value_enum, default_value_t = HeapModeArg::Auto, requires = "heap")]
+    pub heap_mode: HeapModeArg,
     /// Address to listen on. Anything but loopback needs --token-file or --insecure.
     #[arg(long, default_value = "127.0.0.1:6060", value_name = "HOST:PORT")]
     pub listen: String,
@@ -88,8 +104,8 @@ pub struct ServeArgs {
     /// Length of one continuous-mode interval.
     #[arg(long, value_parser = parse_duration, default_value = "15s", value_name = "DURATION")]
     pub push_interval: Duration,
-    /// Write every interval's capture (cpu-UNIXTIME-PID-N.pb.gz) to this directory; works with
-    /// or without --push.
+    /// Write every interval's capture (process_cpu-UNIXTIME-PID-N.pb.gz, and memory-... with
+    /// --heap) to this directory; works with or without --push.
     #[arg(long, value_name = "DIR")]
     pub push_dir: Option<PathBuf>,
     /// The service_name label (default: the target's process name).
@@ -154,6 +170,7 @@ impl ServeArgs {
         opts.labels = self.labels.clone();
         opts.tenant = self.tenant.clone();
         opts.dir = self.push_dir.clone();
+        opts.heap = self.heap;
         opts.auth = match (&self.push_token_file, &self.push_user) {
             (Some(f), _) => PushAuth::Bearer(read_secret(f)?),
             (None, Some(user)) => PushAuth::Basic {
@@ -206,6 +223,15 @@ pub fn serve(args: ServeArgs) -> Result<i32> {
         follow_children: args.follow_children,
         frequency,
         offcpu: !args.no_offcpu,
+        heap: args.heap.then_some(HeapOptions {
+            rate: args.heap_rate,
+            min_age: None,
+            mode: match args.heap_mode {
+                HeapModeArg::Auto => HeapMode::Auto,
+                HeapModeArg::Uprobes => HeapMode::Uprobes,
+                HeapModeArg::Sampler => HeapMode::Sampler,
+            },
+        }),
     })?;
     match agent.state() {
         TargetState::Attached(t) => eprintln!(

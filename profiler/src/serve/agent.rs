@@ -22,6 +22,7 @@ use crate::profile::{Profile, ValueType};
 use crate::record::kernel::ProgramCost;
 use crate::record::offcpu::{OffCpuCollector, OffCpuOptions};
 use crate::record::{Collector, CpuCollector, RawSamples, RecordError, Session, TargetSpec, Wake};
+use crate::record::{HeapCollector, HeapOptions};
 use crate::symbolize::{ProcessMaps, Symbolizer};
 
 /// How long the agent waits on the target between looks at its commands: the latency a
@@ -45,6 +46,10 @@ pub struct AgentOptions {
     /// Load the off-CPU collector too (block and mutex profiles). It costs nothing while no
     /// such profile is taken, but its maps take some kernel memory.
     pub offcpu: bool,
+    /// Probe the allocator from attach on (heap and allocs profiles). Unlike the others this
+    /// collector never pauses: in-use memory is what was allocated and not freed since
+    /// attach, so every allocation and free must be seen.
+    pub heap: Option<HeapOptions>,
 }
 
 /// The process the agent is attached to.
@@ -385,11 +390,20 @@ impl Agent {
         if self.opts.offcpu {
             collectors.push(Box::new(OffCpuCollector::new(OffCpuOptions::default())));
         }
+        if let Some(heap) = self.opts.heap {
+            collectors.push(Box::new(HeapCollector::new(heap)?));
+        }
         let mut session = Session::start(&spec, collectors)?;
         let names: Vec<&'static str> = session.collectors().map(|c| c.name()).collect();
-        // Nothing samples until a window asks for it.
+        // Nothing samples until a window asks for it, but for the collectors of snapshot
+        // kinds (heap): their resident windows, opened below, need them from now on.
         for name in &names {
-            session.pause(name)?;
+            let resident = Kind::ALL
+                .iter()
+                .any(|k| k.default_seconds().is_none() && k.collector() == *name);
+            if !resident {
+                session.pause(name)?;
+            }
         }
         session.drain()?;
         let process = std::fs::read_to_string(format!("/proc/{pid}/comm"))
@@ -725,7 +739,15 @@ impl Attached {
         ended_by: &str,
     ) -> Result<Capture, RecordError> {
         let duration = window.opened.elapsed();
-        let (mut profile, stats) = self.session.build(&window.samples);
+        let collector = kind.collector();
+        let (mut profile, stats) = if collector == "heap" {
+            // Allocations are events of the window; in-use is the state now.
+            let mut samples = window.samples.clone();
+            samples.add(&self.session.snapshot()?);
+            self.session.build(&samples)
+        } else {
+            self.session.build(&window.samples)
+        };
         let mut info = crate::record::recording_info(
             &self.session,
             &stats,
@@ -736,7 +758,6 @@ impl Attached {
         )?;
         info.kind = "serve".into();
         // The capture describes its own collector: the others may have been paused all along.
-        let collector = kind.collector();
         info.collectors.retain(|c| c.name == collector);
         info.counters = counters_since(&info.counters, &window.counters);
         info.counters
@@ -746,9 +767,7 @@ impl Attached {
         if !window.note.is_empty() {
             info.notes.push(window.note.clone());
         }
-        profile.comments = info.to_comments();
-        profile.duration_nanos = info.duration_nanos;
-        profile.time_nanos = info.started_unix_nanos;
+        info.write_into(&mut profile);
         if let Some(c) = self.session.collectors().find(|c| c.name() == collector)
             && let Some(range) = self.columns().get(collector)
         {

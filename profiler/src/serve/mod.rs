@@ -222,7 +222,7 @@ impl Kind {
                 "CPU profile: on-CPU stacks of every thread. Use the seconds GET parameter to set the duration (default 30 s). Open it with go tool pprof."
             }
             Kind::Heap => {
-                "A sampling of memory allocations of live objects, and of everything allocated since the agent attached. With seconds, the change over that window."
+                "A sampling of memory allocations of live objects (allocated since the agent attached and not freed), and of everything allocated since then. With seconds: the allocations of that window, and what is in use at its end."
             }
             Kind::Allocs => "The heap profile, shown by default as space allocated.",
             Kind::Block => {
@@ -260,7 +260,7 @@ impl Kind {
         match self {
             Kind::Cpu => "the cpu collector is not running in this agent",
             Kind::Heap | Kind::Allocs => {
-                "the heap profile needs the heap collector, which this build of the profiler does not have yet; /debug/pprof/profile (CPU) works"
+                "the heap profile needs the heap collector: start profiler serve with --heap (it probes the allocator from attach on; in use means allocated since then and not freed)"
             }
             Kind::Block | Kind::Mutex => {
                 "block and mutex profiles need the off-CPU collector, and this agent runs without it (profiler serve --no-offcpu); /debug/pprof/profile (CPU) works"

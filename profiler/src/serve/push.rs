@@ -1,6 +1,7 @@
-//! Continuous mode: every interval, the CPU capture of that interval goes to Grafana Pyroscope
-//! and/or a directory. One window stays open on the agent and is rotated at each tick, so
-//! consecutive intervals neither lose nor repeat a sample.
+//! Continuous mode: every interval, the CPU capture of that interval (and with `heap`, the
+//! heap's) goes to Grafana Pyroscope and/or a directory. One window per kind stays open on the
+//! agent and is rotated at each tick, so consecutive intervals neither lose nor repeat a
+//! sample.
 //!
 //! Failures never reach the target or the endpoints: a push that fails is retried with
 //! exponential backoff (on tokio's clock) and then dropped with a counter. Memory is bounded:
@@ -51,6 +52,8 @@ pub struct PushOptions {
     pub auth: PushAuth,
     /// Also write each interval's capture here.
     pub dir: Option<PathBuf>,
+    /// Push the heap too (`__name__` `memory`: the interval's allocations, in use at its end).
+    pub heap: bool,
     /// Time limit of one HTTP request.
     pub timeout: Duration,
     /// Tries per capture (the first and the retries).
@@ -73,6 +76,7 @@ impl PushOptions {
             tenant: None,
             auth: PushAuth::None,
             dir: None,
+            heap: false,
             timeout: Duration::from_secs(10),
             attempts: 4,
             backoff: Duration::from_secs(1),
@@ -194,33 +198,41 @@ pub async fn run_push(
     let sender = tokio::spawn(send_loop(pending, opts.clone(), Arc::clone(&stats)));
     let mut shutdown = std::pin::pin!(shutdown);
     let host = hostname();
+    // The profiles pushed: Pyroscope's `__name__` for each.
+    let mut kinds = vec![(Kind::Cpu, "process_cpu")];
+    if opts.heap {
+        kinds.push((Kind::Heap, "memory"));
+    }
     'targets: loop {
         let Some(target) = wait_attached(&agent, &mut shutdown).await else {
             break;
         };
-        let id = match agent
-            .open(Kind::Cpu, "continuous push interval".into())
-            .await
-        {
-            Ok(id) => id,
-            Err(AgentError::Gone { .. } | AgentError::Waiting(_)) => continue,
-            Err(e) => {
-                tracing::error!("continuous mode cannot start: {e}");
-                stats.fail(e.to_string());
-                break;
+        let mut windows = Vec::new();
+        for &(kind, name) in &kinds {
+            match agent.open(kind, "continuous push interval".into()).await {
+                Ok(id) => windows.push((kind, name, id)),
+                Err(AgentError::Gone { .. } | AgentError::Waiting(_)) => continue 'targets,
+                Err(e) => {
+                    tracing::error!("continuous mode cannot start: {e}");
+                    stats.fail(e.to_string());
+                    break 'targets;
+                }
             }
-        };
+        }
         let service = opts
             .service_name
             .clone()
             .unwrap_or_else(|| target.process.clone());
-        let mut labels = vec![
-            ("__name__".to_string(), "process_cpu".to_string()),
-            ("service_name".to_string(), service.clone()),
-            ("host".to_string(), host.clone()),
-            ("pid".to_string(), target.pid.to_string()),
-        ];
-        labels.extend(opts.labels.iter().cloned());
+        let labels_of = |name: &str| {
+            let mut labels = vec![
+                ("__name__".to_string(), name.to_string()),
+                ("service_name".to_string(), service.clone()),
+                ("host".to_string(), host.clone()),
+                ("pid".to_string(), target.pid.to_string()),
+            ];
+            labels.extend(opts.labels.iter().cloned());
+            labels
+        };
         let mut ticks =
             tokio::time::interval_at(tokio::time::Instant::now() + opts.interval, opts.interval);
         // A late tick (a slow drain) shifts the schedule instead of firing a burst.
@@ -232,47 +244,48 @@ pub async fn run_push(
                 _ = ticks.tick() => false,
                 () = &mut shutdown => true,
             };
-            let result = if last {
-                agent.close(id).await
-            } else {
-                agent.rotate(id).await
-            };
-            let until = unix_now();
             // A shutdown right after a tick leaves an interval too short to say anything.
             let too_short = last && started.elapsed() < Duration::from_secs(1);
             started = tokio::time::Instant::now();
-            match result {
-                Ok(_) if too_short => {}
-                Ok(capture) => {
-                    stats.intervals.fetch_add(1, Ordering::Relaxed);
-                    let job = Job {
-                        pprof_gz: Arc::new(crate::capture::encode_pprof(&capture.profile)),
-                        labels: labels.clone(),
-                        service: service.clone(),
-                        from,
-                        until,
-                    };
-                    if let Some(dir) = &opts.dir {
-                        let n = stats.intervals.load(Ordering::Relaxed);
-                        write_to_dir(dir, &job, capture.pid, n, &stats).await;
+            let mut until = from;
+            for &(_, name, id) in &windows {
+                let result = if last {
+                    agent.close(id).await
+                } else {
+                    agent.rotate(id).await
+                };
+                until = unix_now();
+                match result {
+                    Ok(_) if too_short => {}
+                    Ok(capture) => {
+                        stats.intervals.fetch_add(1, Ordering::Relaxed);
+                        let job = Job {
+                            pprof_gz: Arc::new(crate::capture::encode_pprof(&capture.profile)),
+                            labels: labels_of(name),
+                            service: service.clone(),
+                            from,
+                            until,
+                        };
+                        if let Some(dir) = &opts.dir {
+                            let n = stats.intervals.load(Ordering::Relaxed);
+                            write_to_dir(dir, &job, name, capture.pid, n, &stats).await;
+                        }
+                        if opts.url.is_some() && queue.try_send(job).is_err() {
+                            stats.queue_full.fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!(
+                                "push queue full ({} waiting): dropped this interval's capture",
+                                opts.queue
+                            );
+                        }
                     }
-                    if opts.url.is_some() && queue.try_send(job).is_err() {
-                        stats.queue_full.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(
-                            "push queue full ({} waiting): dropped this interval's capture",
-                            opts.queue
-                        );
+                    // The target exited: its windows went with it. Wait for the next one.
+                    Err(
+                        AgentError::Gone { .. } | AgentError::NoWindow(_) | AgentError::Waiting(_),
+                    ) if !last => continue 'targets,
+                    Err(e) => {
+                        tracing::warn!("interval capture failed: {e}");
+                        stats.fail(e.to_string());
                     }
-                }
-                // The target exited: its window went with it. Wait for the next one.
-                Err(AgentError::Gone { .. } | AgentError::NoWindow(_) | AgentError::Waiting(_))
-                    if !last =>
-                {
-                    continue 'targets;
-                }
-                Err(e) => {
-                    tracing::warn!("interval capture failed: {e}");
-                    stats.fail(e.to_string());
                 }
             }
             from = until;
@@ -308,10 +321,18 @@ async fn wait_attached(
     }
 }
 
-/// Writes `cpu-FROM-PID-N.pb.gz`: start time first so names sort by time; `N` (the
-/// interval's number) keeps two intervals starting in the same second apart.
-async fn write_to_dir(dir: &std::path::Path, job: &Job, pid: u32, n: u64, stats: &PushStats) {
-    let path = dir.join(format!("cpu-{}-{pid}-{n}.pb.gz", job.from));
+/// Writes `NAME-FROM-PID-N.pb.gz` (`process_cpu-…`, `memory-…`): start time after the kind
+/// so names sort by time; `N` (the capture's number) keeps two starting in the same second
+/// apart.
+async fn write_to_dir(
+    dir: &std::path::Path,
+    job: &Job,
+    name: &str,
+    pid: u32,
+    n: u64,
+    stats: &PushStats,
+) {
+    let path = dir.join(format!("{name}-{}-{pid}-{n}.pb.gz", job.from));
     let bytes = Arc::clone(&job.pprof_gz);
     let written = tokio::task::spawn_blocking(move || {
         crate::capture::write_atomic(&path, &bytes).map(|()| path)

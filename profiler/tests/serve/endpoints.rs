@@ -214,6 +214,7 @@ async fn kinds_without_a_collector_are_501_with_a_clear_text() {
         let t = text(&body);
         let why = match kind {
             Kind::Block | Kind::Mutex => "--no-offcpu",
+            Kind::Heap | Kind::Allocs => "--heap",
             _ => "does not have yet",
         };
         assert!(t.contains("collector") && t.contains(why), "{t}");

@@ -44,13 +44,22 @@ fn the_lesson_runs_against_a_native_server() {
     );
     assert!(!stdout.contains("FAIL"), "{stdout}");
     let passed = stdout.lines().filter(|l| l.starts_with("PASS")).count();
-    assert!(passed >= 9, "{passed} steps passed:\n{stdout}");
-    for must_pass in [
-        "PASS  go tool pprof ./search-server http://localhost:",
-        "PASS  go tool pprof -web ./search-server http://localhost:",
-        "PASS  curl -s http://localhost:",
+    assert!(passed >= 13, "{passed} steps passed:\n{stdout}");
+    // The CPU and the heap steps, interactive and not, passed.
+    for needle in [
+        "./search-server http://localhost:",
+        "/debug/pprof/profile  (pprof) top, list, web",
+        "go tool pprof -web ./search-server http://localhost:",
+        "/debug/pprof/heap > mem.out",
+        "go tool pprof -alloc_space -base base.heap ./search-server current.heap",
+        "go tool pprof -base base.cpu ./search-server current.cpu",
     ] {
-        assert!(stdout.contains(must_pass), "{must_pass}:\n{stdout}");
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.starts_with("PASS") && l.contains(needle)),
+            "no passed step with {needle:?}:\n{stdout}"
+        );
     }
     // What is skipped says why, in the server's words.
     for skipped in stdout.lines().filter(|l| l.starts_with("SKIP")) {

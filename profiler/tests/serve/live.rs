@@ -528,3 +528,123 @@ fn block_and_mutex_profiles_come_from_the_off_cpu_collector() {
     assert_eq!(status, 501);
     assert!(String::from_utf8_lossy(&body).contains("--no-offcpu"));
 }
+
+/// The lesson's "Comparing Profiles": the heap endpoint twice, then `go tool pprof -base` and
+/// `profiler diff` on the same files agree on what grew (a workload whose growth is 75% under
+/// `keep`, 25% under `churn`).
+#[test]
+fn heap_snapshots_compare_the_same_in_go_tool_pprof_and_profiler_diff() {
+    common::require_root();
+    let _serial = common::serial();
+    let tmp = common::scratch();
+    let workload = Workload::start("heap_grow", &["120"]);
+    let pid = workload.pid().to_string();
+    // Without --heap: 501 saying how to get it.
+    let served = Served::start(&["--pid", &pid]);
+    let (status, _, body) = get(&served.url("/debug/pprof/heap"));
+    assert_eq!(status, 501);
+    assert!(String::from_utf8_lossy(&body).contains("--heap"));
+    drop(served);
+
+    let served = Served::start(&["--pid", &pid, "--heap", "--heap-rate", "64KiB"]);
+    let save = |name: &str, path: &str| {
+        let (status, _, body) = get(&served.url(path));
+        assert_eq!(status, 200, "{path}: {}", String::from_utf8_lossy(&body));
+        let file = tmp.path().join(name);
+        std::fs::write(&file, &body).unwrap();
+        file
+    };
+    std::thread::sleep(Duration::from_secs(1));
+    let base = save("base.heap", "/debug/pprof/heap");
+    std::thread::sleep(Duration::from_secs(3));
+    let current = save("current.heap", "/debug/pprof/heap");
+    let p = profiler::capture::read_capture(&current).unwrap();
+    assert_eq!(
+        p.sample_type_names(),
+        vec![
+            "alloc_objects",
+            "alloc_space",
+            "inuse_objects",
+            "inuse_space"
+        ]
+    );
+    assert_eq!(p.default_sample_type.as_deref(), Some("inuse_space"));
+
+    // go tool pprof: cumulative growth of alloc_space by function.
+    let go = ok(
+        &pprof(
+            &[
+                "-top",
+                "-cum",
+                "-sample_index=alloc_space",
+                "-base",
+                base.to_str().unwrap(),
+                current.to_str().unwrap(),
+            ],
+            tmp.path(),
+        ),
+        "go tool pprof -base",
+    );
+    let go_cum = |f: &str| -> String {
+        go.lines()
+            .find(|l| l.split_whitespace().nth(5) == Some(f))
+            .and_then(|l| l.split_whitespace().nth(3).map(str::to_string))
+            .unwrap_or_else(|| panic!("{f} not in go tool pprof's table:\n{go}"))
+    };
+    // profiler diff on the same files, cumulative.
+    let ours = ok(
+        &common::profiler_cmd()
+            .args(["diff", base.to_str().unwrap(), current.to_str().unwrap()])
+            .args(["--sample-type", "alloc_space", "--cum", "-n", "30"])
+            .output()
+            .unwrap(),
+        "profiler diff",
+    );
+    let our_delta = |f: &str| -> String {
+        ours.lines()
+            .find(|l| l.split_whitespace().last() == Some(f))
+            .and_then(|l| {
+                l.split_whitespace()
+                    .nth(2)
+                    .map(|d| d.trim_start_matches('+').to_string())
+            })
+            .unwrap_or_else(|| panic!("{f} not in profiler diff's table:\n{ours}"))
+    };
+    for f in ["heap_grow::keep", "heap_grow::churn"] {
+        assert_eq!(go_cum(f), our_delta(f), "{f}: go\n{go}\nours\n{ours}");
+    }
+    let mb = |s: String| s.trim_end_matches("MB").parse::<f64>().unwrap();
+    let (keep, churn) = (
+        mb(go_cum("heap_grow::keep")),
+        mb(go_cum("heap_grow::churn")),
+    );
+    let share = 100.0 * keep / (keep + churn);
+    assert!(
+        (60.0..=90.0).contains(&share),
+        "keep grew {share:.1}% of the allocations"
+    );
+
+    // In use: what keep kept, nothing of churn's.
+    let inuse_under = |f: &str| {
+        let i = p.sample_type_index(Some("inuse_space")).unwrap();
+        p.samples
+            .iter()
+            .filter(|s| {
+                p.sample_frames(s)
+                    .any(|fr| common::plain_name(&fr.function.name) == f)
+            })
+            .map(|s| s.values[i])
+            .sum::<i64>()
+    };
+    assert!(inuse_under("heap_grow::keep") > 10 * inuse_under("heap_grow::churn").max(1));
+
+    // allocs is the same profile shown by allocated space; seconds gives one window.
+    let allocs =
+        profiler::capture::read_capture(&save("allocs.pb.gz", "/debug/pprof/allocs")).unwrap();
+    assert_eq!(allocs.default_sample_type.as_deref(), Some("alloc_space"));
+    let window =
+        profiler::capture::read_capture(&save("window.heap", "/debug/pprof/heap?seconds=2"))
+            .unwrap();
+    let secs = window.duration_nanos as f64 / 1e9;
+    assert!((1.9..3.0).contains(&secs), "{secs} s");
+}

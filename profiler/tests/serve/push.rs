@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use profiler::serve::{Protocol, PushAuth, PushOptions, PushStats, TargetState, run_push};
 
-use super::harness::{FAKE_PERIOD, FAKE_PID, fake_agent};
+use super::harness::{FAKE_PERIOD, FAKE_PID, attached, fake_agent};
 use super::receiver::{Behavior, Receiver};
 
 fn options(url: Option<String>, interval_secs: u64) -> PushOptions {
@@ -222,7 +222,7 @@ async fn push_dir_gets_each_interval_as_a_capture_file() {
     for f in &files {
         let name = f.file_name().unwrap().to_string_lossy().into_owned();
         assert!(
-            name.starts_with("cpu-") && name.contains(&format!("-{FAKE_PID}-")),
+            name.starts_with("process_cpu-") && name.contains(&format!("-{FAKE_PID}-")),
             "{name}"
         );
         let p = profiler::capture::read_capture(f).unwrap();
@@ -280,5 +280,42 @@ fn options_are_checked_up_front() {
             .unwrap_err()
             .to_string()
             .contains("not a directory")
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_heap_a_memory_profile_goes_beside_the_cpu_one() {
+    let receiver = Receiver::start(Behavior::Accept).await;
+    let agent = fake_agent();
+    agent.state.send_replace(attached(&["cpu", "heap"]));
+    let mut opts = options(Some(receiver.url.clone()), 15);
+    opts.heap = true;
+    let stats = Arc::new(PushStats::default());
+    run_push(
+        agent.handle.clone(),
+        opts,
+        Arc::clone(&stats),
+        // Off the ticks (15 s, 30 s): a shutdown due with a tick may win either way.
+        tokio::time::sleep(Duration::from_secs(40)),
+    )
+    .await;
+    let names: Vec<String> = receiver
+        .received()
+        .iter()
+        .map(|r| r.label("__name__").unwrap().to_string())
+        .collect();
+    assert_eq!(names, ["process_cpu", "memory"].repeat(3));
+    assert_eq!(
+        agent.logged(),
+        vec![
+            "open profile 1",
+            "open heap 2",
+            "rotate 1",
+            "rotate 2",
+            "rotate 1",
+            "rotate 2",
+            "close 1",
+            "close 2"
+        ]
     );
 }
