@@ -2,7 +2,9 @@
 # The tutorial's base-versus-current workflow in one go: record a base capture of the running
 # search-server under load (or reuse one), let the server change, record a current capture,
 # then write the differential flame graph and print the change table (`profiler diff`).
-# `--demo` tells the whole story unattended, with a deliberately slower search path.
+# `--demo` tells the whole story unattended, with a deliberately slower search path. `--heap`
+# tells the lesson's heap story instead: one attachment, a base heap snapshot, load, a current
+# snapshot, and what was allocated (alloc_space) and is held (inuse_space) in between.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -21,6 +23,11 @@ Options:
                      (e.g. restart it with a new build); the pid is then looked up again
   --demo             unattended story: start a release search-server, record base under load,
                      restart it with --slow-search, record current under load, diff
+  --heap             the heap story: attach once with `profiler record --heap`, take a base
+                     snapshot after DURATION seconds without load, put load on the server for
+                     DURATION seconds, take the current snapshot, and compare alloc_space (what
+                     was allocated in between) and inuse_space (what is held); with --demo, on
+                     a release search-server it starts
   --duration SECS    length of each capture (default 10)
   --port PORT        port of the server, for the load URL (default 5000; --demo listens on it)
   --url URL          load URL (default: the tutorial's
@@ -40,7 +47,8 @@ Options:
 Arguments after `--` go to `profiler diff` (e.g. --normalize, --fail-if-regressed 5, -n 30).
 
 Outputs in OUT: base.pb.gz, current.pb.gz, base.svg, current.svg, diff.svg, changes.txt,
-base-load.txt and current-load.txt (oha's reports). Progress goes to stderr, the table to stdout.
+base-load.txt and current-load.txt (oha's reports); with --heap also heap.pb.gz (the whole
+attachment), own-changes.txt (the server's functions), inuse-diff.svg and inuse-changes.txt. Progress goes to stderr, the table to stdout.
 
 Examples:
   # CPU: base of the running server, then change it, then current (press Enter in between)
@@ -52,8 +60,11 @@ Examples:
   scripts/compare.sh --demo --duration 5 --port 5050
   # CI: fail when any function's share grew by more than 5 points
   scripts/compare.sh --base base.pb.gz -- --fail-if-regressed 5
-  # Heap, once `profiler record` samples allocations (pass its switch with --record-arg;
-  # heap types compare as totals, not per second):
+  # Heap: base snapshot, load, current snapshot, over one attachment (heap types compare
+  # as totals, not per second); alloc_space names what allocated under the load
+  scripts/compare.sh --heap --duration 5
+  scripts/compare.sh --demo --heap --duration 3
+  # Heap between two builds: a base heap capture, then the current one (press Enter)
   scripts/compare.sh --pause --record-arg=--heap --sample-type inuse_space
 EOF
 }
@@ -64,6 +75,7 @@ pid=""
 base_in=""
 pause=0
 demo=0
+heap=0
 duration=10
 port=5000
 url=""
@@ -83,6 +95,7 @@ while [ $# -gt 0 ]; do
     --base) need "$@"; base_in="$2"; shift 2 ;;
     --pause) pause=1; shift ;;
     --demo) demo=1; shift ;;
+    --heap) heap=1; shift ;;
     --duration) need "$@"; duration="$2"; shift 2 ;;
     --port) need "$@"; port="$2"; shift 2 ;;
     --url) need "$@"; url="$2"; shift 2 ;;
@@ -114,6 +127,8 @@ if [ -n "$pid" ]; then
 fi
 [ "$demo" -eq 0 ] || [ "$pause" -eq 0 ] || bad_usage "--demo runs unattended; drop --pause"
 [ "$demo" -eq 0 ] || [ -z "$base_in" ] || bad_usage "--demo records its own base; drop --base"
+[ "$heap" -eq 0 ] || [ "$pause" -eq 0 ] || bad_usage "--heap takes both snapshots over one attachment; drop --pause (or use --record-arg=--heap)"
+[ "$heap" -eq 0 ] || [ -z "$base_in" ] || bad_usage "--heap takes its own base snapshot; drop --base"
 if [ -n "$base_in" ]; then
   [ -f "$base_in" ] || bad_usage "base capture $base_in does not exist; record one first (scripts/compare.sh writes $out/base.pb.gz)"
   base_in="$(cd "$(dirname "$base_in")" && pwd)/$(basename "$base_in")"
@@ -213,6 +228,62 @@ capture() {
     say "$name: load ran at ${rps:-?} requests/s (report: $load_log)"
   fi
 }
+
+# The heap story: one attachment, snapshots DURATION apart, load between them.
+if [ "$heap" -eq 1 ]; then
+  if [ "$demo" -eq 1 ]; then
+    start_server
+  elif [ -z "$pid" ]; then
+    pid="$(find_server)"
+    say "profiling search-server pid $pid"
+  fi
+  rm -f "$out"/heap.*.pb.gz
+  say "heap: attaching to pid $pid; base snapshot in ${duration}s (no load), current ${duration}s later (under load)"
+  "${sudo_cmd[@]}" "$profiler" record --heap --pid "$pid" --heap-snapshot-every "${duration}s" \
+    --duration "$((2 * duration))s" -o "$out/heap.pb.gz" "${record_args[@]}" >&2 &
+  record_pid=$!
+  # The base snapshot is written DURATION seconds after the profiler attached: wait for it.
+  for _ in $(seq 1 $((20 * duration + 300))); do
+    [ -s "$out/heap.0001.pb.gz" ] && break
+    kill -0 "$record_pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  [ -s "$out/heap.0001.pb.gz" ] || bad_usage "heap: the base snapshot was not written (see the profiler's messages above)"
+  say "heap: base snapshot written"
+  if [ "$load" -eq 1 ]; then
+    say "heap: load oha -m POST -c $connections -z ${duration}s $url"
+    oha --no-tui -m POST -c "$connections" -z "${duration}s" "$url" >"$out/current-load.txt" 2>&1 || true
+  fi
+  rc=0
+  wait "$record_pid" || rc=$?
+  record_pid=""
+  [ "$rc" -eq 0 ] || bad_usage "heap: profiler record failed (exit $rc)"
+  [ "$demo" -eq 0 ] || stop_server
+  cp -f "$out/heap.0001.pb.gz" "$out/base.pb.gz"
+  cp -f "$out/heap.0002.pb.gz" "$out/current.pb.gz"
+  say "comparing the snapshots: what was allocated in between (alloc_space)"
+  rc=0
+  "$profiler" diff "$out/base.pb.gz" "$out/current.pb.gz" --sample-type alloc_space \
+    -o "$out/diff.svg" "${measure[@]}" "${diff_args[@]}" >"$out/changes.txt" || rc=$?
+  cat "$out/changes.txt"
+  say "the server's own functions among them:"
+  "$profiler" diff "$out/base.pb.gz" "$out/current.pb.gz" --sample-type alloc_space \
+    --rows '^search_server::' "${measure[@]}" "${diff_args[@]}" >"$out/own-changes.txt" || rc=$?
+  cat "$out/own-changes.txt"
+  say "and what is held (inuse_space)"
+  if "$profiler" diff "$out/base.pb.gz" "$out/current.pb.gz" --sample-type inuse_space \
+    -o "$out/inuse-diff.svg" "${measure[@]}" "${diff_args[@]}" >"$out/inuse-changes.txt" 2>"$out/inuse-error.txt"; then
+    cat "$out/inuse-changes.txt"
+  elif grep -q "no samples" "$out/inuse-error.txt"; then
+    say "inuse_space: nothing allocated since the attach is held in either snapshot (all of it was freed)"
+  else
+    cat "$out/inuse-error.txt" >&2
+    rc=1
+  fi
+  say "differential flame graphs: $out/diff.svg (alloc_space), $out/inuse-diff.svg (inuse_space)"
+  say "snapshots: $out/base.pb.gz, $out/current.pb.gz; go tool pprof -alloc_space -base $out/base.pb.gz $out/current.pb.gz"
+  exit "$rc"
+fi
 
 # Base.
 if [ "$demo" -eq 1 ]; then

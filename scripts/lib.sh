@@ -13,7 +13,7 @@ Usage: source "$(dirname "$0")/lib.sh"      (from a script in scripts/; it is no
 
 The helpers the scripts share: PATH with ~/.cargo/bin, REPO, SCRIPT, bad_usage, fail,
 release_dir, is_positive_int, require_root, require_tools, start_search_server,
-wait_until_answers, stop_process. Each is described where it is defined.
+wait_until_answers, stop_process, run_ns. Each is described where it is defined.
 
 Examples:
   source "$(dirname "$0")/lib.sh"
@@ -109,4 +109,12 @@ stop_process() {
   done
   kill -KILL "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
+}
+
+# run_ns PID: CPU nanoseconds process PID has run, all threads (schedstat's sum_exec_runtime,
+# exact). This kernel has no IRQ time accounting, so sampling interrupts (perf's callchain
+# walk, our eBPF programs) are charged to the task they interrupt: a server's CPU per request
+# shows them.
+run_ns() {
+  cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{ s += $1 } END { printf "%.0f\n", s }'
 }

@@ -122,6 +122,7 @@ fn bench(c: &mut Criterion) {
                 normalize: false,
                 count: 15,
                 by_cum: false,
+                rows: None,
             };
             let t = diff_table(&pb, &pc, &opts).unwrap();
             let mut out = Vec::new();

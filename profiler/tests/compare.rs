@@ -224,6 +224,56 @@ fn bad_arguments_are_named_before_anything_starts() {
     );
 }
 
+/// The heap story on one attachment: a base snapshot before any load, one after, and what
+/// was allocated in between names the page rendering of the server's request path.
+#[test]
+fn heap_demo_names_where_the_load_allocated() {
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "compare.sh --heap records with eBPF and needs root; run the tests as root (scripts/test.sh)"
+    );
+    let bin_dir = release_dir();
+    let out = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut c = compare_sh();
+    c.args([
+        "--demo",
+        "--heap",
+        "--duration",
+        "3",
+        "--port",
+        &port.to_string(),
+    ])
+    .arg("--out")
+    .arg(out.path())
+    .arg("--bin-dir")
+    .arg(&bin_dir);
+    let o = run_guarded(c);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        o.status.success(),
+        "compare.sh --demo --heap failed ({}):\n{stderr}\n{stdout}",
+        o.status
+    );
+    assert!(
+        stdout.contains("alloc_space (bytes, totals); total base 0B"),
+        "the base snapshot is taken before the load:\n{stdout}"
+    );
+    let own = std::fs::read_to_string(out.path().join("own-changes.txt")).unwrap();
+    let rows = change_rows(&own);
+    assert!(
+        rows.iter()
+            .take(8)
+            .any(|(growth, f)| *growth > 20.0 && f.contains("search_server::web::page::render")),
+        "the page rendering is not among the biggest allocation growths:\n{own}"
+    );
+    for file in ["base.pb.gz", "current.pb.gz", "diff.svg", "heap.pb.gz"] {
+        assert!(out.path().join(file).is_file(), "{file} was not written");
+    }
+}
+
 #[test]
 fn help_shows_cpu_and_heap_examples() {
     let mut c = compare_sh();

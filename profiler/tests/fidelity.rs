@@ -612,3 +612,167 @@ fn several_pids_are_recorded_together() {
         );
     }
 }
+
+/// `-a` records every process: a CPU-split workload running beside the test is found under its
+/// process label with its shares, and `--per-process` draws one root per process.
+#[test]
+fn all_processes_are_recorded_with_process_labels() {
+    require_root();
+    let _serial = serial();
+    let dir = scratch();
+    let cap = dir.path().join("all.pb.gz");
+    let w = Workload::start("cpu_split", &["5"]);
+    record(&["-a", "-F", "99", "-d", "3s", "-o", cap.to_str().unwrap()]);
+    let p = load(&cap);
+    let info = RecordingInfo::from_comments(&p.comments).expect("metadata");
+    assert_eq!(info.scope, "all", "{info:?}");
+    let pid = i64::from(w.pid());
+    let mine = share_where(&p, |_, s| s.num_label("pid") == Some(pid));
+    assert!(
+        mine > 20.0,
+        "the busy workload holds only {mine:.1}% of the machine's samples"
+    );
+    let labelled = share_where(&p, |_, s| {
+        s.num_label("pid") == Some(pid) && s.str_label("process") == Some("cpu_split")
+    });
+    assert!(
+        (labelled - mine).abs() < 0.01,
+        "its samples are not all labelled cpu_split"
+    );
+    // Within its own samples, the known split (looser than the launched test's: with every
+    // process sampled, the workload gets fewer samples when the machine is busy).
+    let within = |f: &str| {
+        share_where(&p, |p, s| {
+            s.num_label("pid") == Some(pid)
+                && p.sample_frames(s)
+                    .any(|fr| plain_name(&fr.function.name) == f)
+        }) / mine
+            * 100.0
+    };
+    for (f, expected) in [
+        ("cpu_split::work_sixty", 60.0),
+        ("cpu_split::work_thirty", 30.0),
+    ] {
+        let got = within(f);
+        assert!(
+            (got - expected).abs() <= 6.0,
+            "{f}: {got:.1}% of the workload, expected {expected}%"
+        );
+    }
+    let folded = profiler_cmd()
+        .args(["flamegraph", cap.to_str().unwrap(), "--per-process", "-o"])
+        .arg(dir.path().join("all.svg"))
+        .output()
+        .expect("profiler flamegraph");
+    assert!(
+        folded.status.success(),
+        "{}",
+        String::from_utf8_lossy(&folded.stderr)
+    );
+    let svg = std::fs::read_to_string(dir.path().join("all.svg")).unwrap();
+    assert!(
+        svg.contains(&format!("cpu_split (pid {pid})")),
+        "no per-process root for the workload"
+    );
+    drop(w);
+}
+
+/// `--pid P --follow-children`: children a running process starts after the attach are
+/// recorded too (here a shell that starts the CPU-split workload two seconds later, well after
+/// the profiler attached).
+#[test]
+fn follow_children_of_a_running_pid() {
+    require_root();
+    let _serial = serial();
+    let dir = scratch();
+    let cap = dir.path().join("follow.pb.gz");
+    let exe = workload("cpu_split");
+    let mut shell = Reaped(
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!("sleep 2; {} 3; true", exe.display()))
+            .spawn()
+            .expect("start sh"),
+    );
+    let pid = shell.0.id().to_string();
+    record(&[
+        "--pid",
+        &pid,
+        "--follow-children",
+        "-F",
+        "99",
+        "-o",
+        cap.to_str().unwrap(),
+    ]);
+    let _ = shell.0.wait();
+    let p = load(&cap);
+    let info = RecordingInfo::from_comments(&p.comments).expect("metadata");
+    assert!(
+        info.counter("targets", "child_followed") >= 1,
+        "{:?}",
+        info.counters
+    );
+    assert!(
+        inclusive_share(&p, "cpu_split::work_sixty") > 40.0,
+        "the child's work is missing: {}",
+        describe_top(&flat_symbol_shares(&p), 5)
+    );
+}
+
+/// A process in another mount namespace (as in a container) runs a binary at a path that does
+/// not exist in ours: it is symbolized through /proc/PID/root.
+#[test]
+fn processes_in_another_mount_namespace_are_symbolized() {
+    require_root();
+    let _serial = serial();
+    let dir = scratch();
+    let hidden = dir.path().join("hidden");
+    std::fs::create_dir(&hidden).unwrap();
+    let cap = dir.path().join("ns.pb.gz");
+    let exe = workload("cpu_split");
+    // In a new mount namespace: a tmpfs over `hidden`, the workload copied into it, run from
+    // there. Outside, `hidden` stays empty.
+    let script = format!(
+        "mount -t tmpfs none {h} && cp {exe} {h}/cpu_split && exec {h}/cpu_split 4",
+        h = hidden.display(),
+        exe = exe.display()
+    );
+    let mut child = Reaped(
+        Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("unshare (util-linux)"),
+    );
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.0.stdout.as_mut().expect("piped")),
+        &mut line,
+    )
+    .expect("the workload prints its pid");
+    let pid = line
+        .trim()
+        .strip_prefix("cpu_split pid ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_string();
+    assert!(
+        !hidden.join("cpu_split").exists(),
+        "the binary must not be visible from the profiler's namespace"
+    );
+    record(&[
+        "--pid",
+        &pid,
+        "-F",
+        "99",
+        "-d",
+        "2s",
+        "-o",
+        cap.to_str().unwrap(),
+    ]);
+    let p = load(&cap);
+    assert!(
+        inclusive_share(&p, "cpu_split::work_sixty") > 40.0,
+        "the workload's functions are not named: {}",
+        describe_top(&flat_symbol_shares(&p), 5)
+    );
+}

@@ -1,9 +1,11 @@
 //! Command line of the `profiler` binary: the only code that knows clap and anyhow. Each
 //! subcommand turns its arguments into the library's option types and calls the library.
 
+mod graph;
 mod info;
 mod reading;
 mod record;
+mod serve;
 mod trace;
 mod watch;
 
@@ -25,7 +27,9 @@ use clap::{Args, Parser, Subcommand};
   profiler top cpu.pb.gz -n 20
   profiler flamegraph cpu.pb.gz -o cpu.svg
   profiler diff base.pb.gz current.pb.gz -o diff.svg
-  profiler info cpu.pb.gz"
+  profiler info cpu.pb.gz
+  profiler graph cpu.pb.gz -o graph.svg
+  sudo profiler serve --pid 4242    # then: go tool pprof http://127.0.0.1:6060/debug/pprof/profile"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -44,6 +48,8 @@ pub enum Command {
     Diff(reading::DiffArgs),
     Convert(reading::ConvertArgs),
     Info(info::InfoArgs),
+    Serve(serve::ServeArgs),
+    Graph(graph::GraphArgs),
 }
 
 #[derive(Debug, Args, Clone, Default)]
@@ -152,6 +158,8 @@ pub fn run() -> Result<i32> {
         Command::Diff(args) => reading::diff(args),
         Command::Convert(args) => reading::convert(args),
         Command::Info(args) => info::info(args),
+        Command::Serve(args) => serve::serve(args),
+        Command::Graph(args) => graph::graph(args),
     }
 }
 

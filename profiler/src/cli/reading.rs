@@ -100,6 +100,7 @@ pub struct ListArgs {
   profiler diff base.folded current.pb.gz --normalize
   profiler diff base.pb.gz current.pb.gz --fail-if-regressed 5   # for CI
   profiler diff heap-1.pb.gz heap-2.pb.gz --sample-type inuse_space
+  profiler diff heap-1.pb.gz heap-2.pb.gz --sample-type alloc_space --cum --rows '^my_service::' 
 Time types (cpu, samples, off-CPU) compare per second of capture, heap types as totals.")]
 pub struct DiffArgs {
     pub base: PathBuf,
@@ -118,6 +119,10 @@ pub struct DiffArgs {
     /// Rows in the change table.
     #[arg(short = 'n', long, default_value_t = 15)]
     pub count: usize,
+    /// Only functions matching this regex get rows (e.g. your crate: '^my_service::'); shares
+    /// are still of everything.
+    #[arg(long, value_name = "RE")]
+    pub rows: Option<String>,
     /// Exit 3 when a function's share (flat, or cum with --cum) grew by more than PCT
     /// percentage points.
     #[arg(long, value_name = "PCT")]
@@ -269,6 +274,7 @@ pub fn diff(args: DiffArgs) -> Result<i32> {
         normalize: args.normalize,
         count: args.count,
         by_cum: args.cum,
+        rows: args.rows.as_deref().map(compile).transpose()?,
     };
     let table = diff_table(&base, &current, &opts)?;
     if let Some(out) = &args.output {

@@ -231,6 +231,22 @@ pub trait Collector {
     ) -> Vec<String> {
         Vec::new()
     }
+
+    /// Stops its events for a while, keeping its maps, counters and the session's caches, so
+    /// a consumer that needs no data now (serve between requests) costs the target nothing.
+    /// Default: detach its programs.
+    fn pause(&mut self, bpf: &mut Ebpf) -> Result<(), RecordError> {
+        self.detach(bpf);
+        Ok(())
+    }
+
+    /// Starts its events again after [`Collector::pause`]. Re-attaching needs the collector's
+    /// own attach details, so there is no generic default: a collector that can pause says so
+    /// by implementing this.
+    fn resume(&mut self, bpf: &mut Ebpf) -> Result<(), RecordError> {
+        let _ = bpf;
+        Err(RecordError::CannotResume(self.name()))
+    }
 }
 
 /// A collector with its place in the session's columns.

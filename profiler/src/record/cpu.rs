@@ -47,6 +47,29 @@ impl CpuCollector {
     pub fn period_ns(&self) -> i64 {
         (1_000_000_000 / self.frequency) as i64
     }
+
+    /// Opens one cpu-clock perf event per online CPU running the loaded program.
+    fn attach_events(&mut self, bpf: &mut Ebpf) -> Result<(), RecordError> {
+        let program: &mut PerfEvent = bpf
+            .program_mut(CPU_PROGRAM)
+            .ok_or_else(|| RecordError::MissingInObject(format!("program {CPU_PROGRAM}")))?
+            .try_into()
+            .map_err(bpf_err("the cpu program"))?;
+        let cpus = aya::util::online_cpus()
+            .map_err(|(path, e)| RecordError::Io(format!("reading {path}"), e))?;
+        for cpu in cpus {
+            let link = program
+                .attach(
+                    PerfEventConfig::Software(SoftwareEvent::CpuClock),
+                    PerfEventScope::AllProcessesOneCpu { cpu },
+                    SamplePolicy::Frequency(self.frequency),
+                    false,
+                )
+                .map_err(RecordError::from_load)?;
+            self.links.push(link);
+        }
+        Ok(())
+    }
 }
 
 fn not_attached() -> RecordError {
@@ -120,20 +143,7 @@ impl Collector for CpuCollector {
             .try_into()
             .map_err(bpf_err("the cpu program"))?;
         program.load().map_err(RecordError::from_load)?;
-        let cpus = aya::util::online_cpus()
-            .map_err(|(path, e)| RecordError::Io(format!("reading {path}"), e))?;
-        for cpu in cpus {
-            let link = program
-                .attach(
-                    PerfEventConfig::Software(SoftwareEvent::CpuClock),
-                    PerfEventScope::AllProcessesOneCpu { cpu },
-                    SamplePolicy::Frequency(self.frequency),
-                    false,
-                )
-                .map_err(RecordError::from_load)?;
-            self.links.push(link);
-        }
-        Ok(())
+        self.attach_events(bpf)
     }
 
     fn detach(&mut self, bpf: &mut Ebpf) {
@@ -167,6 +177,15 @@ impl Collector for CpuCollector {
 
     fn program_cost(&self, bpf: &Ebpf) -> Vec<ProgramCost> {
         program_cost(bpf, CPU_PROGRAM).into_iter().collect()
+    }
+
+    /// Pausing is `detach` (the default); resuming opens the perf events again, one per
+    /// online CPU, with the program already loaded.
+    fn resume(&mut self, bpf: &mut Ebpf) -> Result<(), RecordError> {
+        if self.links.is_empty() {
+            self.attach_events(bpf)?;
+        }
+        Ok(())
     }
 
     fn check_invariants(&self, counters: &Counters) -> Vec<String> {

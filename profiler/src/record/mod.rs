@@ -201,6 +201,10 @@ pub enum RecordError {
     Btf(#[from] BtfError),
     #[error("{0}")]
     Io(String, #[source] io::Error),
+    #[error("the {0} collector cannot be resumed after a pause")]
+    CannotResume(&'static str),
+    #[error("no collector named {0} in this session")]
+    NoSuchCollector(String),
 }
 
 impl RecordError {

@@ -99,6 +99,28 @@ impl OffCpuCollector {
         }
     }
 
+    fn programs(&self) -> &'static [&'static str] {
+        if self.opts.wakers {
+            &[SWITCH_PROGRAM, WAKING_PROGRAM]
+        } else {
+            &[SWITCH_PROGRAM]
+        }
+    }
+
+    /// Attaches the loaded programs to their tracepoints.
+    fn attach_programs(&mut self, bpf: &mut Ebpf) -> Result<(), RecordError> {
+        for &name in self.programs() {
+            let program: &mut BtfTracePoint = bpf
+                .program_mut(name)
+                .ok_or_else(|| RecordError::MissingInObject(format!("program {name}")))?
+                .try_into()
+                .map_err(bpf_err(format!("program {name}")))?;
+            self.links
+                .push(program.attach().map_err(RecordError::from_load)?);
+        }
+        Ok(())
+    }
+
     fn maps(&mut self) -> Result<&mut Maps, RecordError> {
         self.maps.as_mut().ok_or(RecordError::NotAttached("offcpu"))
     }
@@ -246,22 +268,15 @@ impl Collector for OffCpuCollector {
                 .map_err(bpf_err("opening OFFCPU_COUNTERS"))?,
         });
         let btf = aya::Btf::from_sys_fs().map_err(bpf_err("reading the kernel's BTF"))?;
-        let programs: &[&str] = if self.opts.wakers {
-            &[SWITCH_PROGRAM, WAKING_PROGRAM]
-        } else {
-            &[SWITCH_PROGRAM]
-        };
-        for &name in programs {
+        for &name in self.programs() {
             let program: &mut BtfTracePoint = bpf
                 .program_mut(name)
                 .ok_or_else(|| RecordError::MissingInObject(format!("program {name}")))?
                 .try_into()
                 .map_err(bpf_err(format!("program {name}")))?;
             program.load(name, &btf).map_err(RecordError::from_load)?;
-            self.links
-                .push(program.attach().map_err(RecordError::from_load)?);
         }
-        Ok(())
+        self.attach_programs(bpf)
     }
 
     fn detach(&mut self, bpf: &mut Ebpf) {
@@ -405,6 +420,21 @@ impl Collector for OffCpuCollector {
             ));
         }
         bad
+    }
+
+    /// Pausing is `detach` (the default). Threads that left the CPU before the pause would be
+    /// charged from then at their next switch-in, time outside any window: their starts are
+    /// forgotten first, so the time charged after a resume starts at the resume.
+    fn resume(&mut self, bpf: &mut Ebpf) -> Result<(), RecordError> {
+        if !self.links.is_empty() {
+            return Ok(());
+        }
+        let maps = self.maps()?;
+        let open: Vec<u32> = maps.start.keys().filter_map(Result::ok).collect();
+        for tid in open {
+            let _ = maps.start.remove(&tid);
+        }
+        self.attach_programs(bpf)
     }
 
     fn summary_lines(&self, profile: &Profile, columns: Range<usize>) -> Vec<String> {

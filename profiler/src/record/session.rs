@@ -40,6 +40,8 @@ pub struct Session {
     /// Stack hashes a count named but the stacks map did not hold (should stay 0).
     unreadable_stacks: u64,
     detached: bool,
+    /// Collectors paused by `pause` (by name).
+    paused: HashSet<&'static str>,
 }
 
 impl Session {
@@ -129,6 +131,7 @@ impl Session {
             drain_interval,
             unreadable_stacks: 0,
             detached: false,
+            paused: HashSet::new(),
         })
     }
 
@@ -461,6 +464,60 @@ impl Session {
     /// initial target processes (a launched command's exit code is collected from them).
     pub fn into_targets(self) -> Vec<TargetProcess> {
         self.targets.into_initial()
+    }
+
+    /// Stops collector `name`'s events until [`Session::resume`]; its maps, the stack table
+    /// and the symbol caches stay. Samples taken before the pause are still drained. Pausing
+    /// a paused collector does nothing.
+    pub fn pause(&mut self, name: &str) -> Result<(), RecordError> {
+        let i = self.slot_index(name)?;
+        let name = self.slots[i].collector.name();
+        if self.paused.contains(name) || self.detached {
+            return Ok(());
+        }
+        self.slots[i].collector.pause(&mut self.kernel.bpf)?;
+        self.paused.insert(name);
+        Ok(())
+    }
+
+    /// Starts a paused collector's events again. Resuming a running collector does nothing.
+    pub fn resume(&mut self, name: &str) -> Result<(), RecordError> {
+        let i = self.slot_index(name)?;
+        let name = self.slots[i].collector.name();
+        if !self.paused.contains(name) || self.detached {
+            return Ok(());
+        }
+        self.slots[i].collector.resume(&mut self.kernel.bpf)?;
+        self.paused.remove(name);
+        Ok(())
+    }
+
+    pub fn is_paused(&self, name: &str) -> bool {
+        self.paused.contains(name)
+    }
+
+    /// A drain that also charges what collector `name` still has in flight (threads still off
+    /// the CPU, for offcpu): for a window that ends while the session goes on. Call it with
+    /// the collector paused, or its in-flight time is charged again when it completes.
+    pub fn drain_with_in_flight(&mut self, name: &str) -> Result<Batch, RecordError> {
+        let i = self.slot_index(name)?;
+        let set = self.kernel.flip()?;
+        let mut drained: Vec<(usize, Drained)> = Vec::new();
+        let mut buf = Vec::new();
+        for (j, slot) in self.slots.iter_mut().enumerate() {
+            slot.collector.drain(set, &mut buf)?;
+            drained.extend(buf.drain(..).map(|d| (j, d)));
+        }
+        self.slots[i].collector.finish(&mut buf)?;
+        drained.extend(buf.drain(..).map(|d| (i, d)));
+        self.intern(set, drained)
+    }
+
+    fn slot_index(&self, name: &str) -> Result<usize, RecordError> {
+        self.slots
+            .iter()
+            .position(|s| s.collector.name() == name)
+            .ok_or_else(|| RecordError::NoSuchCollector(name.to_string()))
     }
 }
 

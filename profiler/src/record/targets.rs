@@ -397,7 +397,9 @@ fn poll_fds(fds: &[RawFd], timeout: Duration) {
             revents: 0,
         })
         .collect();
-    let ms = timeout.as_millis().clamp(0, i32::MAX as u128) as i32;
+    // Rounded up: rounded down, the last fraction of a millisecond would be a 0 ms poll,
+    // and the caller's loop would spin until its deadline.
+    let ms = timeout.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as i32;
     // SAFETY: a valid array of pollfds (possibly empty: then poll just sleeps).
     unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, ms) };
 }

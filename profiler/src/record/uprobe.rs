@@ -1,9 +1,10 @@
 //! Uprobes opened directly with `perf_event_open`, one per (binary, offset, process), with a
 //! BPF program attached by ioctl. aya 0.14 attaches uprobes too, but cannot pass
 //! `ref_ctr_offset`: the kernel's way to raise a USDT probe's semaphore in every process that
-//! maps the binary, race-free, from the moment the probe is installed (also across the `exec`
-//! of a command launched held). So the heap collector opens its probes here; the event is
-//! closed (and the semaphore lowered) when the returned descriptor is dropped.
+//! maps the binary, race-free, from the moment the probe is installed. So the heap collector
+//! opens its probes here; the event is closed (and the semaphore lowered) when the returned
+//! descriptor is dropped. (A command launched held and probed before its `exec` was found with
+//! the semaphore still at 0 on Linux 6.18; the heap collector raises it by hand then.)
 
 use std::ffi::CString;
 use std::io;

@@ -22,6 +22,9 @@ pub struct DiffOptions {
     /// Compare cumulative values (the function and everything it calls) instead of flat ones
     /// (the function's own code): shows which code path grew rather than which leaf.
     pub by_cum: bool,
+    /// Only functions whose name matches appear in the table (e.g. the program's own crate),
+    /// shares still of everything.
+    pub rows: Option<regex::Regex>,
 }
 
 /// How base and current values were made comparable.
@@ -181,9 +184,18 @@ pub fn diff_table(
             v as f64 * 100.0 / total as f64
         }
     };
+    // Against an empty base (a heap snapshot taken before any load) every function is new,
+    // and by cum the root chain (main, the thread start: on nearly every stack) would lead the
+    // table with +100 points while telling nothing: leave it out.
+    let everywhere =
+        |b: i64, c: i64| opts.by_cum && bt == 0 && b == 0 && c as f64 >= 0.995 * ct as f64;
     let mut rows: Vec<DiffRow> = both
         .into_iter()
-        .filter(|&(_, (b, c))| b != 0 || c != 0)
+        .filter(|(f, (b, c))| {
+            (*b != 0 || *c != 0)
+                && !everywhere(*b, *c)
+                && opts.rows.as_ref().is_none_or(|re| re.is_match(f))
+        })
         .map(|(function, (b, c))| {
             let (base, current) = (b as f64 * bf, c as f64 * cf);
             let (base_share, current_share) = (share(b, bt), share(c, ct));

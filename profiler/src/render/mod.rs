@@ -1,10 +1,12 @@
-//! Renderings of a profile: folded stacks, flame graph SVG, top table, annotated source, diff.
+//! Renderings of a profile: folded stacks, flame graph SVG, top table, annotated source, diff,
+//! call graph.
 //! This module owns what they share: choosing the sample type, focus/ignore filtering, frame
 //! labels and units.
 
 pub mod diff;
 pub mod flamegraph;
 pub mod folded;
+pub mod graph;
 pub mod list;
 pub mod top;
 
@@ -35,6 +37,9 @@ pub enum RenderError {
     BadTag(String),
     #[error("writing output: {0}")]
     Io(#[from] std::io::Error),
+    /// An external program a rendering needs (Graphviz's `dot`) is missing or failed.
+    #[error("{0}")]
+    Tool(String),
 }
 
 /// Which samples and which value a rendering uses.

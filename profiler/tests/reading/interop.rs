@@ -28,7 +28,7 @@ fn which(name: &str) -> Option<PathBuf> {
 
 /// A `go` command isolated from the user's environment: temporary HOME and build cache, no
 /// network, no toolchain download.
-fn go(home: &Path) -> Command {
+pub fn go(home: &Path) -> Command {
     let mut c = Command::new(go_binary());
     c.env("HOME", home)
         .env("GOCACHE", home.join("cache"))
@@ -40,7 +40,7 @@ fn go(home: &Path) -> Command {
     c
 }
 
-fn run(mut c: Command) -> String {
+pub fn run(mut c: Command) -> String {
     let o = c.output().expect("running go");
     assert!(
         o.status.success(),

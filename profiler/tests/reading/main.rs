@@ -5,6 +5,7 @@
 mod bad_input;
 mod fixtures;
 mod golden;
+mod graph;
 mod info;
 mod interop;
 mod options;
