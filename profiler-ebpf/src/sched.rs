@@ -1,8 +1,14 @@
-//! The scheduler watch's kernel types (`profiler watch`): counts per target thread from
-//! `sched_switch` (voluntary and involuntary switches, the user frames it last blocked in) and
-//! `sched_migrate_task` (migrations), and the run-queue latency of target threads — from the
-//! wake-up (`sched_wakeup`, `sched_wakeup_new`) or the preemption that made a thread runnable to
-//! the `sched_switch` that puts it on a CPU — as a log-linear histogram per CPU.
+//! The scheduler watch's kernel types (`profiler watch`). One program, on `sched_switch`, does
+//! all of it, and only when a target thread leaves a CPU: it counts the switch (voluntary or
+//! not), and reads the kernel's own accounting of the thread (`task_struct.sched_info`:
+//! `pcount` runs and `run_delay` ns waited on a run queue; `se.nr_migrations`). The difference
+//! since the thread's previous switch-out is the wait before the run now ending — the
+//! run-queue latency, from the wake-up or preemption that queued it to its switch-in — and
+//! the migrations in between. Waits go into a log-linear histogram per CPU.
+//!
+//! Reading the kernel's accounting instead of stamping wake-ups saves the `sched_wakeup`
+//! programs and a hash-map update per wake-up, and leaves other processes' switches with a
+//! target test alone: watch must cost the target under 2%.
 //!
 //! Everything is cumulative, so user space reads deltas without clearing anything, except the
 //! latency maximum, which cannot be subtracted: it is kept per map set, and user space reads and
@@ -10,28 +16,20 @@
 
 use crate::counters;
 
-/// Program names (tp_btf); each attaches to the tracepoint named in its `_TRACEPOINT` const.
+/// Program name (tp_btf), attached to `sched_switch`.
 pub const WATCH_SWITCH_PROGRAM: &str = "watch_sched_switch";
-pub const WATCH_WAKEUP_PROGRAM: &str = "watch_sched_wakeup";
-pub const WATCH_WAKEUP_NEW_PROGRAM: &str = "watch_sched_wakeup_new";
-pub const WATCH_MIGRATE_PROGRAM: &str = "watch_sched_migrate_task";
 
 /// (program, tracepoint) pairs, in attach order.
-pub const WATCH_PROGRAMS: [(&str, &str); 4] = [
-    (WATCH_SWITCH_PROGRAM, "sched_switch"),
-    (WATCH_WAKEUP_PROGRAM, "sched_wakeup"),
-    (WATCH_WAKEUP_NEW_PROGRAM, "sched_wakeup_new"),
-    (WATCH_MIGRATE_PROGRAM, "sched_migrate_task"),
-];
+pub const WATCH_PROGRAMS: [(&str, &str); 1] = [(WATCH_SWITCH_PROGRAM, "sched_switch")];
 
 /// Global (`.rodata`): nonzero to take the user frames a thread blocks in (`--detail`), a
 /// short frame-pointer walk at every blocking switch-out of a target thread.
 pub const WATCH_WAIT_FRAMES: &str = "WATCH_WAIT_FRAMES";
+/// Global (`.rodata`): `SchedFields`, offsets in `task_struct` from the kernel's BTF.
+pub const WATCH_SCHED_FIELDS: &str = "WATCH_SCHED_FIELDS";
 
 /// `HashMap<u32, ThreadCounts>`: per target thread (by tid), cumulative.
 pub const WATCH_THREADS: &str = "WATCH_THREADS";
-/// `HashMap<u32, u64>`: when a runnable target thread was queued (ns, by tid).
-pub const WATCH_QUEUED: &str = "WATCH_QUEUED";
 /// `PerCpuArray<LatencyHist>` with one slot: run-queue latencies, cumulative.
 pub const WATCH_LATENCY: &str = "WATCH_LATENCY";
 /// `PerCpuArray<u64>` with one slot per map set: the longest latency since user space last
@@ -40,17 +38,38 @@ pub const WATCH_LATENCY_MAX: &str = "WATCH_LATENCY_MAX";
 /// `PerCpuArray<u64>` indexed by `WatchCounter`.
 pub const WATCH_COUNTERS: &str = "WATCH_COUNTERS";
 
+/// Byte offsets in `task_struct` of the kernel's per-task scheduler accounting.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SchedFields {
+    /// `sched_info.pcount`: runs on a CPU.
+    pub pcount: u32,
+    /// `sched_info.run_delay`: ns spent waiting on a run queue.
+    pub run_delay: u32,
+    /// `se.nr_migrations`.
+    pub nr_migrations: u32,
+    /// Nonzero when filled (the kernel has CONFIG_SCHED_INFO and BTF).
+    pub valid: u32,
+}
+
 /// User frames kept per thread for its last blocking switch-out: enough to get past the libc
 /// wrapper and a runtime's parking layer to the caller that waits.
 pub const WAIT_FRAMES: usize = 8;
 
-/// Counts of one thread. 104 bytes.
+/// Counts of one thread. 136 bytes.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ThreadCounts {
     pub tgid: u32,
     /// Nonzero once the thread has left the CPU for the last time (it exited).
     pub exited: u32,
+    /// The kernel's `pcount`, `run_delay` and `nr_migrations` at the last switch-out (valid
+    /// once `seen` is nonzero).
+    pub last_pcount: u64,
+    pub last_run_delay: u64,
+    pub last_migrations: u64,
+    pub seen: u32,
+    pub _pad0: u32,
     /// Switch-outs while blocking (the kernel's `nvcsw`).
     pub voluntary: u64,
     /// Switch-outs while still runnable: preempted or yielding (`nivcsw`).
@@ -63,7 +82,7 @@ pub struct ThreadCounts {
     pub wait_ips: [u64; WAIT_FRAMES],
 }
 
-const _: () = assert!(core::mem::size_of::<ThreadCounts>() == 104);
+const _: () = assert!(core::mem::size_of::<ThreadCounts>() == 136);
 
 /// Latency buckets: exact below 8 ns, then 8 per power of two up to 2^41 ns (about 36 min);
 /// longer waits land in the last bucket (and are counted).
@@ -127,8 +146,8 @@ pub const fn latency_bucket(ns: u64) -> usize {
 counters! {
     /// Every switch-out of a target thread is `voluntary` or `involuntary` (exits count as
     /// voluntary, as the kernel counts them) and ends in `counted` or `threads_full`. Every
-    /// switch-in of a queued target thread is one `latency`, and the histograms' counts add
-    /// up to it.
+    /// counted one ends in exactly one of `first_seen`, `latency`, `latency_merged`,
+    /// `no_run`, `task_read_error`; the histograms' counts add up to `latency`.
     pub enum WatchCounter {
         SwitchOut = "switch_out",
         Voluntary = "voluntary",
@@ -143,18 +162,21 @@ counters! {
         WaitFrames = "wait_frames",
         /// Blocking switch-outs with no user frames (a kernel thread, or the walk failed).
         WaitFramesMissing = "wait_frames_missing",
-        /// A target thread became runnable (wake-up, new thread, preemption).
-        Queued = "queued",
-        /// `WATCH_QUEUED` was full: that wait is not in the histogram.
-        QueuedFull = "queued_full",
-        /// A switch-in of a queued thread: its wait went into the histogram.
+        /// The thread's first switch-out since attach: its accounting is the baseline.
+        FirstSeen = "first_seen",
+        /// One run since the last switch-out: its wait went into the histogram.
         Latency = "latency",
+        /// Several runs since the last switch-out (switch-outs the program did not see): their
+        /// waits are in `run_delay` together, not in the histogram.
+        LatencyMerged = "latency_merged",
+        /// No run counted since the last switch-out (the kernel without CONFIG_SCHED_INFO
+        /// accounting for this task).
+        NoRun = "no_run",
         /// A wait longer than the histogram's range (counted in its last bucket).
         LatencyOverflow = "latency_overflow",
+        /// Migrations to another CPU (from `se.nr_migrations`).
         Migrations = "migrations",
-        /// `WATCH_THREADS` was full: a migration is not in the per-thread counts.
-        MigrationsUncounted = "migrations_uncounted",
-        /// A `task_struct` field could not be read (offsets missing or the read failed).
+        /// The accounting could not be read (offsets missing or the read failed).
         TaskReadError = "task_read_error",
     }
 }
@@ -163,5 +185,6 @@ counters! {
 mod pod {
     // SAFETY: `#[repr(C)]`, only integers, no padding (sizes asserted).
     unsafe impl aya::Pod for super::ThreadCounts {}
+    unsafe impl aya::Pod for super::SchedFields {}
     unsafe impl aya::Pod for super::LatencyHist {}
 }

@@ -1,32 +1,39 @@
 //! `profiler watch`: per-thread switch and migration counts of target threads, the user frames
-//! they last blocked in, and their run-queue latency histogram. See `profiler_ebpf::sched`.
+//! they last blocked in, and their run-queue latency histogram, all from `sched_switch` and
+//! the kernel's own accounting. See `profiler_ebpf::sched`.
 //!
-//! Cost: one `sched_switch` run per context switch machine-wide; for other processes' tasks
-//! it is a target test on prev and next and nothing else, for target threads a few hash-map
-//! operations. The user frames (`--detail`) are a walk of at most `WAIT_FRAMES` frames.
+//! Cost: one run per context switch machine-wide. A switch whose outgoing task is not a
+//! target is one hash lookup; a target thread's switch-out is three probe reads of its
+//! `task_struct` and a few map updates; with `--detail` a walk of at most `WAIT_FRAMES` user
+//! frames per blocking switch-out.
 
 use aya_ebpf::{
     EbpfContext as _, Global,
     bindings::{BPF_F_USER_STACK, BPF_NOEXIST},
-    helpers::{bpf_get_current_pid_tgid, generated::bpf_get_stack, generated::bpf_ktime_get_ns},
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel, generated::bpf_get_stack},
     macros::{btf_tracepoint, map},
     maps::{HashMap, PerCpuArray},
     programs::BtfTracePointContext,
 };
 use profiler_ebpf::sched::{
-    LATENCY_BUCKETS, LatencyHist, ThreadCounts, WAIT_FRAMES, WatchCounter as C, latency_bucket,
+    LATENCY_BUCKETS, LatencyHist, SchedFields, ThreadCounts, WAIT_FRAMES, WatchCounter as C,
+    latency_bucket,
 };
 
-use super::targets::task_ids;
 use super::{active_set, bump, is_target};
 
 #[unsafe(no_mangle)]
 static WATCH_WAIT_FRAMES: Global<u32> = Global::new(0);
+#[unsafe(no_mangle)]
+static WATCH_SCHED_FIELDS: Global<SchedFields> = Global::new(SchedFields {
+    pcount: 0,
+    run_delay: 0,
+    nr_migrations: 0,
+    valid: 0,
+});
 
 #[map]
 static WATCH_THREADS: HashMap<u32, ThreadCounts> = HashMap::with_max_entries(1, 0);
-#[map]
-static WATCH_QUEUED: HashMap<u32, u64> = HashMap::with_max_entries(1, 0);
 #[map]
 static WATCH_LATENCY: PerCpuArray<LatencyHist> = PerCpuArray::with_max_entries(1, 0);
 #[map]
@@ -56,62 +63,49 @@ fn thread(tid: u32, tgid: u32) -> Option<*mut ThreadCounts> {
     WATCH_THREADS.get_ptr_mut(tid)
 }
 
+/// A `u64` field of `task` at `offset`.
 #[inline(always)]
-fn queue(tid: u32, now: u64) {
-    match WATCH_QUEUED.insert(tid, now, 0) {
-        Ok(()) => count(C::Queued),
-        Err(_) => count(C::QueuedFull),
-    }
+fn field(task: u64, offset: u32) -> Option<u64> {
+    // SAFETY: a probe read of kernel memory; a bad address fails the read, nothing else.
+    unsafe { bpf_probe_read_kernel((task + offset as u64) as *const u64) }.ok()
 }
 
 /// `sched_switch(bool preempt, struct task_struct *prev, struct task_struct *next,
 /// unsigned int prev_state)`, run by `prev` on its CPU.
 #[btf_tracepoint(function = "sched_switch")]
 pub fn watch_sched_switch(ctx: BtfTracePointContext) -> i32 {
-    let preempt: u64 = ctx.arg(0);
-    let next: u64 = ctx.arg(2);
-    let prev_state: u64 = ctx.arg(3);
-    // SAFETY: no preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
-    switch_out(&ctx, preempt != 0, prev_state as u32, now);
-    switch_in(next, now);
-    0
-}
-
-#[inline(always)]
-fn switch_out(ctx: &BtfTracePointContext, preempt: bool, prev_state: u32, now: u64) {
     let id = bpf_get_current_pid_tgid();
     let (tid, tgid) = (id as u32, (id >> 32) as u32);
     if tid == 0 || !is_target(tgid) {
-        return;
+        return 0;
     }
+    let preempt: u64 = ctx.arg(0);
+    let prev: u64 = ctx.arg(1);
+    let prev_state = ctx.arg::<u64>(3) as u32;
     count(C::SwitchOut);
     // As the kernel counts nvcsw/nivcsw (__schedule): a switch without preemption from a
     // state other than running is voluntary; an exiting thread's last switch is one too.
-    let voluntary = !preempt && prev_state != 0;
-    let exiting = prev_state & TASK_DEAD != 0;
-    if voluntary {
-        count(C::Voluntary);
-        // A wake-up that came before the thread got off the CPU left a stale queue time.
-        let _ = WATCH_QUEUED.remove(tid);
+    let voluntary = preempt == 0 && prev_state != 0;
+    count(if voluntary {
+        C::Voluntary
     } else {
-        count(C::Involuntary);
-        queue(tid, now);
-    }
+        C::Involuntary
+    });
     let Some(t) = thread(tid, tgid) else {
         count(C::ThreadsFull);
-        return;
+        return 0;
     };
     count(C::Counted);
     // SAFETY: a map value pointer, valid for this run; only this thread's own switch-out
-    // writes these fields, and it runs on one CPU at a time.
+    // writes its entry, and it runs on one CPU at a time.
     let t = unsafe { &mut *t };
     if voluntary {
         t.voluntary += 1;
     } else {
         t.involuntary += 1;
     }
-    if exiting {
+    account(t, prev);
+    if prev_state & TASK_DEAD != 0 {
         t.exited = 1;
         count(C::Exited);
     } else if voluntary && WATCH_WAIT_FRAMES.load() != 0 {
@@ -132,24 +126,50 @@ fn switch_out(ctx: &BtfTracePointContext, preempt: bool, prev_state: u32, now: u
             count(C::WaitFramesMissing);
         }
     }
+    0
 }
 
+/// Reads the thread's accounting: the wait before the run now ending (one more `pcount`
+/// since the last switch-out) and the migrations since.
 #[inline(always)]
-fn switch_in(next: u64, now: u64) {
-    let Some((tid, _)) = task_ids(next) else {
+fn account(t: &mut ThreadCounts, task: u64) {
+    let f = WATCH_SCHED_FIELDS.load();
+    if f.valid == 0 {
+        count(C::TaskReadError);
+        return;
+    }
+    let (Some(pcount), Some(run_delay), Some(migrations)) = (
+        field(task, f.pcount),
+        field(task, f.run_delay),
+        field(task, f.nr_migrations),
+    ) else {
         count(C::TaskReadError);
         return;
     };
-    if tid == 0 {
-        return;
+    if t.seen == 0 {
+        t.seen = 1;
+        count(C::FirstSeen);
+    } else {
+        let runs = pcount.wrapping_sub(t.last_pcount);
+        let moved = migrations.wrapping_sub(t.last_migrations);
+        t.migrations += moved;
+        if let Some(c) = WATCH_COUNTERS.get_ptr_mut(C::Migrations as u32) {
+            // SAFETY: this CPU's slot; programs do not nest on one CPU.
+            unsafe { *c += moved };
+        }
+        match runs {
+            0 => count(C::NoRun),
+            1 => latency(run_delay.wrapping_sub(t.last_run_delay)),
+            _ => count(C::LatencyMerged),
+        }
     }
-    // Only target threads are ever queued: no target test needed.
-    // SAFETY: copied out at once.
-    let Some(since) = (unsafe { WATCH_QUEUED.get(tid) }).copied() else {
-        return;
-    };
-    let _ = WATCH_QUEUED.remove(tid);
-    let ns = now.saturating_sub(since);
+    t.last_pcount = pcount;
+    t.last_run_delay = run_delay;
+    t.last_migrations = migrations;
+}
+
+#[inline(always)]
+fn latency(ns: u64) {
     count(C::Latency);
     let bucket = latency_bucket(ns);
     if bucket == LATENCY_BUCKETS - 1 {
@@ -172,52 +192,4 @@ fn switch_in(next: u64, now: u64) {
             }
         }
     }
-}
-
-/// `sched_wakeup(struct task_struct *p)`: `p` is queued on a run queue.
-#[btf_tracepoint(function = "sched_wakeup")]
-pub fn watch_sched_wakeup(ctx: BtfTracePointContext) -> i32 {
-    woken(ctx.arg(0));
-    0
-}
-
-/// `sched_wakeup_new(struct task_struct *p)`: a new thread is queued for its first run.
-#[btf_tracepoint(function = "sched_wakeup_new")]
-pub fn watch_sched_wakeup_new(ctx: BtfTracePointContext) -> i32 {
-    woken(ctx.arg(0));
-    0
-}
-
-#[inline(always)]
-fn woken(p: u64) {
-    let Some((tid, tgid)) = task_ids(p) else {
-        count(C::TaskReadError);
-        return;
-    };
-    if tid == 0 || !is_target(tgid) {
-        return;
-    }
-    // SAFETY: no preconditions.
-    queue(tid, unsafe { bpf_ktime_get_ns() });
-}
-
-/// `sched_migrate_task(struct task_struct *p, int dest_cpu)`: `p` moves to another CPU (on a
-/// wake-up or by load balancing), as the kernel's `se.nr_migrations` counts.
-#[btf_tracepoint(function = "sched_migrate_task")]
-pub fn watch_sched_migrate_task(ctx: BtfTracePointContext) -> i32 {
-    let Some((tid, tgid)) = task_ids(ctx.arg(0)) else {
-        count(C::TaskReadError);
-        return 0;
-    };
-    if tid == 0 || !is_target(tgid) {
-        return 0;
-    }
-    count(C::Migrations);
-    match thread(tid, tgid) {
-        // SAFETY: a map value pointer, valid for this run. Migrations of one thread are
-        // serialized by the run-queue locks.
-        Some(t) => unsafe { (*t).migrations += 1 },
-        None => count(C::MigrationsUncounted),
-    }
-    0
 }

@@ -27,12 +27,14 @@ Where each field comes from:
   cpu, usr, sys         /proc/PID/stat utime+stime, % of one CPU (exited threads included)
   running, runnable     threads on a CPU / waiting for one, on average: the kernel's per-thread
                         sum_exec_runtime and run_delay (/proc/PID/task/*/schedstat)
-  rqlat_p50/p99/max     run-queue latency, wake-up (sched_wakeup, sched_wakeup_new) or
-                        preemption to running (sched_switch), eBPF histogram, 8 buckets per
-                        power of two (quantiles within 12.5%; max exact)
+  rqlat_p50/p99/max     run-queue latency: each wait from a wake-up or preemption to running,
+                        read by eBPF at the thread's next switch-out (sched_switch) from the
+                        kernel's accounting (sched_info.run_delay), in a histogram with 8
+                        buckets per power of two (quantiles within 12.5%; max exact)
   vcsw, ivcsw           voluntary / involuntary switches (eBPF sched_switch, as the kernel
                         counts nvcsw/nivcsw)
-  migr                  migrations to another CPU (eBPF sched_migrate_task)
+  migr                  migrations to another CPU (the kernel's se.nr_migrations, read by
+                        eBPF at switch-out)
   allocs, frees,        exact counters of heap-sampler (heap_sampler::Sampler), read from the
   alloc_bytes, live     target's memory with process_vm_readv; present only when it links it;
                         with --alloc-probes, allocs/frees/alloc_bytes count every allocator
@@ -43,6 +45,8 @@ Where each field comes from:
   oncpu, rq (thread)    /proc/PID/task/TID/schedstat
   wait (thread)         where it last blocked: the leaf user function and the first caller of
                         the program's own (eBPF sched_switch, a user stack walk of 8 frames)
+One eBPF program runs, on sched_switch: a target test for other processes' switches, a few
+map updates per switch-out of the target's threads.
 No uprobe is used unless --alloc-probes asks for it.
 
 Examples:

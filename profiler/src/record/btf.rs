@@ -9,6 +9,7 @@
 
 use std::path::Path;
 
+use profiler_ebpf::sched::SchedFields;
 use profiler_ebpf::targets::TaskOffsets;
 use profiler_ebpf::timeline::TaskFields;
 
@@ -84,6 +85,31 @@ pub fn timeline_task_fields() -> Result<TaskFields, BtfError> {
         cpu: cpu.unwrap_or(0),
         valid: 1,
         has_cpu: u32::from(cpu.is_some()),
+    })
+}
+
+/// Offsets of the kernel's per-task scheduler accounting that `watch` reads:
+/// `task_struct.sched_info.{pcount, run_delay}` and `task_struct.se.nr_migrations`.
+pub fn watch_sched_fields() -> Result<SchedFields, BtfError> {
+    let data = std::fs::read(VMLINUX).map_err(|source| BtfError::Read {
+        path: VMLINUX.to_string(),
+        source,
+    })?;
+    let btf = Btf::parse(&data)?;
+    let nested = |outer: &str, member: &str, inner: &str, field: &str| {
+        let outer_id = btf.find_struct(outer)?;
+        let inner_id = btf.find_struct(inner)?;
+        Some(btf.member_offset(outer_id, member)? + btf.member_offset(inner_id, field)?)
+    };
+    let missing = |what: &str| BtfError::Missing(what.to_string());
+    Ok(SchedFields {
+        pcount: nested("task_struct", "sched_info", "sched_info", "pcount")
+            .ok_or_else(|| missing("task_struct.sched_info.pcount (CONFIG_SCHED_INFO)"))?,
+        run_delay: nested("task_struct", "sched_info", "sched_info", "run_delay")
+            .ok_or_else(|| missing("task_struct.sched_info.run_delay (CONFIG_SCHED_INFO)"))?,
+        nr_migrations: nested("task_struct", "se", "sched_entity", "nr_migrations")
+            .ok_or_else(|| missing("task_struct.se.nr_migrations"))?,
+        valid: 1,
     })
 }
 
@@ -234,6 +260,15 @@ mod tests {
         assert!(f.prio > 0 && f.prio < ids.pid, "{f:?} {ids:?}");
         assert_eq!(f.has_cpu, 1, "{f:?}");
         assert!(f.cpu < ids.pid, "{f:?} {ids:?}");
+    }
+
+    #[test]
+    fn running_kernel_has_the_scheduler_accounting_watch_reads() {
+        let f = watch_sched_fields().expect("this kernel has BTF and CONFIG_SCHED_INFO");
+        assert_eq!(f.valid, 1);
+        // pcount and run_delay are adjacent u64s of struct sched_info.
+        assert_eq!(f.run_delay, f.pcount + 8, "{f:?}");
+        assert!(f.nr_migrations > 0 && f.nr_migrations < 16384, "{f:?}");
     }
 
     #[test]

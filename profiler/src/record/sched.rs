@@ -1,6 +1,7 @@
 //! The scheduler collector behind `profiler watch`: per-thread switch and migration counts,
 //! the user frames a thread last blocked in, and the run-queue latency histogram, all kept
-//! cumulatively in the kernel (see `profiler_ebpf::sched`). It produces no samples: each drain
+//! cumulatively in the kernel by one `sched_switch` program that reads the kernel's own
+//! per-task accounting (see `profiler_ebpf::sched`). It produces no samples: each drain
 //! leaves a [`SchedReading`] in a [`SchedHandle`] the consumer holds, which turns consecutive
 //! readings into per-interval figures.
 
@@ -13,8 +14,9 @@ use aya::programs::BtfTracePoint;
 use aya::programs::tp_btf::BtfTracePointLinkId;
 use aya::{Ebpf, EbpfLoader};
 use profiler_ebpf::sched::{
-    LATENCY_BUCKETS, LatencyHist, ThreadCounts, WATCH_COUNTERS, WATCH_LATENCY, WATCH_LATENCY_MAX,
-    WATCH_PROGRAMS, WATCH_QUEUED, WATCH_THREADS, WATCH_WAIT_FRAMES, WatchCounter,
+    LATENCY_BUCKETS, LatencyHist, SchedFields, ThreadCounts, WATCH_COUNTERS, WATCH_LATENCY,
+    WATCH_LATENCY_MAX, WATCH_PROGRAMS, WATCH_SCHED_FIELDS, WATCH_THREADS, WATCH_WAIT_FRAMES,
+    WatchCounter,
 };
 
 use super::RecordError;
@@ -65,8 +67,9 @@ impl SchedHandle {
 }
 
 pub struct SchedCollector {
-    /// The programs' global, kept here because the loader borrows it.
+    /// The programs' globals, kept here because the loader borrows them.
     wait_frames: u32,
+    fields: SchedFields,
     maps: Option<Maps>,
     links: Vec<(&'static str, BtfTracePointLinkId)>,
     handle: SchedHandle,
@@ -85,8 +88,15 @@ impl SchedCollector {
     /// `wait_frames`: also take the user frames threads block in (`--detail`).
     pub fn new(wait_frames: bool) -> (Self, SchedHandle) {
         let handle = SchedHandle::default();
+        // Without the offsets the program still counts switches; latencies and migrations
+        // are then missing (and counted as read errors).
+        let fields = super::btf::watch_sched_fields().unwrap_or_else(|e| {
+            tracing::warn!("{e}: no run-queue latency or migrations");
+            SchedFields::default()
+        });
         let c = SchedCollector {
             wait_frames: u32::from(wait_frames),
+            fields,
             maps: None,
             links: Vec::new(),
             handle: handle.clone(),
@@ -184,7 +194,7 @@ impl Collector for SchedCollector {
 
     fn describe(&self) -> String {
         format!(
-            "switches, migrations and run-queue latency from sched_switch, sched_wakeup and sched_migrate_task{}",
+            "switches, migrations and run-queue latency from sched_switch and the kernel's scheduler accounting{}",
             if self.wait_frames != 0 {
                 ", with the frames threads block in"
             } else {
@@ -221,8 +231,8 @@ impl Collector for SchedCollector {
     fn configure<'a>(&'a self, _sizing: &Sizing, loader: &mut EbpfLoader<'a>) {
         loader
             .override_global(WATCH_WAIT_FRAMES, &self.wait_frames, true)
-            .map_max_entries(WATCH_THREADS, THREADS)
-            .map_max_entries(WATCH_QUEUED, THREADS);
+            .override_global(WATCH_SCHED_FIELDS, &self.fields, true)
+            .map_max_entries(WATCH_THREADS, THREADS);
     }
 
     fn attach(&mut self, bpf: &mut Ebpf, _targets: &Targets) -> Result<(), RecordError> {

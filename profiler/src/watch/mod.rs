@@ -299,12 +299,8 @@ fn losses(session: &Session) -> Result<Vec<String>, WatchError> {
                 "switches missing from the per-thread counts",
             ),
             (
-                "migrations_uncounted",
-                "migrations missing from the per-thread counts",
-            ),
-            (
-                "queued_full",
-                "run-queue waits missing from the latency histogram",
+                "latency_merged",
+                "runs whose waits the histogram missed (their switch-outs were not seen)",
             ),
             ("task_read_error", "task_struct reads that failed"),
         ] {
