@@ -9,29 +9,16 @@ mod common;
 
 use std::process::Output;
 
-use common::{Workload, profiler_cmd, require_root, serial, start_alloc_rate, workload};
+use common::{
+    Workload, profiler_cmd, profiler_fails, profiler_ok, require_root, serial, start_alloc_rate,
+    workload,
+};
 use serde_json::Value;
 
 use common::{ALLOC_RATE as RATE, ALLOC_SIZE as SIZE, ALLOC_THREADS as THREADS};
 
 fn watch(args: &[&str]) -> Output {
-    let out = profiler_cmd()
-        .arg("watch")
-        .args(args)
-        .output()
-        .expect("run profiler watch");
-    assert!(
-        out.status.success(),
-        "profiler watch {args:?} failed ({}):\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !stderr.contains("BUG"),
-        "a counter invariant broke:\n{stderr}"
-    );
-    out
+    profiler_ok("watch", args)
 }
 
 fn json_lines(out: &Output) -> Vec<Value> {
@@ -210,16 +197,7 @@ fn a_launched_command_is_watched_until_it_exits_and_its_exit_code_passed_on() {
 
 #[test]
 fn bad_input_fails_before_anything_runs() {
-    let fails = |args: &[&str], expect: &str| {
-        let out = profiler_cmd()
-            .arg("watch")
-            .args(args)
-            .output()
-            .expect("run profiler watch");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{args:?} succeeded");
-        assert!(stderr.contains(expect), "{args:?}: {stderr}");
-    };
+    let fails = |args: &[&str], expect: &str| profiler_fails("watch", args, expect);
     let me = std::process::id().to_string();
     fails(&["--pid", &me, "--interval", "1ms"], "at least 10ms");
     fails(&["--pid", &me, "--count", "0"], "at least 1");

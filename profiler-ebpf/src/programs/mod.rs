@@ -14,12 +14,12 @@ use aya_ebpf::{
     bindings::{BPF_F_USER_STACK, BPF_NOEXIST},
     helpers::{bpf_get_current_comm, bpf_probe_read_user, generated::bpf_get_stack},
     macros::map,
-    maps::{Array, HashMap, PerCpuArray},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray},
     programs::ProbeContext,
 };
 use profiler_ebpf::{
     Comm,
-    stacks::{MAX_STACK_DEPTH, RawStack, stack_hash},
+    stacks::{MAX_STACK_DEPTH, NO_STACK, RawStack, stack_hash},
 };
 
 pub use targets::is_target;
@@ -184,6 +184,37 @@ pub fn take_stack<C: EbpfContext>(ctx: &C, set: u32, flags: u64) -> Stack {
         ),
         Err(outcome) => outcome,
     }
+}
+
+/// Takes a stack into an LRU map of a collector's own (stacks that must outlive a map set).
+#[inline(always)]
+pub fn take_stack_into<C: EbpfContext>(
+    ctx: &C,
+    map: &LruHashMap<u64, RawStack>,
+    flags: u64,
+) -> Stack {
+    match capture_stack(ctx, flags) {
+        Ok((hash, stack)) => stored(
+            map.insert(&hash, stack, BPF_NOEXIST as u64)
+                .map_err(|e| e as i64),
+            hash,
+        ),
+        Err(outcome) => outcome,
+    }
+}
+
+/// Counts how taking a stack ended, in `counters` at `outcomes` (stored, missing, map full,
+/// error), and returns its hash, or `NO_STACK`.
+#[inline(always)]
+pub fn counted_stack(stack: Stack, counters: &PerCpuArray<u64>, outcomes: [u32; 4]) -> u64 {
+    let (index, hash) = match stack {
+        Stack::Stored(h) => (outcomes[0], h),
+        Stack::Missing => (outcomes[1], NO_STACK),
+        Stack::MapFull => (outcomes[2], NO_STACK),
+        Stack::Error => (outcomes[3], NO_STACK),
+    };
+    bump(counters, index);
+    hash
 }
 
 /// How remembering the current thread's name ended.

@@ -6,8 +6,8 @@
 //! walks per blocking switch-out and per sample of one.
 
 use aya_ebpf::{
-    EbpfContext as _, Global,
-    bindings::{BPF_F_USER_STACK, BPF_NOEXIST},
+    Global,
+    bindings::BPF_F_USER_STACK,
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_probe_read_kernel,
         generated::{bpf_get_smp_processor_id, bpf_ktime_get_boot_ns},
@@ -25,7 +25,7 @@ use profiler_ebpf::{
 };
 
 use super::targets::{task_comm, task_ids};
-use super::{Stack, bump, capture_stack, is_target, stored};
+use super::{bump, counted_stack, is_target, take_stack_into};
 
 #[unsafe(no_mangle)]
 static TIMELINE_TASK_FIELDS: Global<TaskFields> = Global::new(TaskFields {
@@ -72,58 +72,29 @@ fn cpu_of(task: u64) -> u32 {
     unsafe { bpf_probe_read_kernel((task + f.cpu as u64) as *const u32) }.unwrap_or(NO_CPU)
 }
 
-#[inline(always)]
-fn stack_of<Ctx: aya_ebpf::EbpfContext>(ctx: &Ctx, flags: u64) -> Stack {
-    match capture_stack(ctx, flags) {
-        Ok((hash, stack)) => stored(
-            TIMELINE_STACKS
-                .insert(&hash, stack, BPF_NOEXIST as u64)
-                .map_err(|e| e as i64),
-            hash,
-        ),
-        Err(outcome) => outcome,
-    }
-}
-
 /// The current task's user and kernel stacks, each outcome counted.
 #[inline(always)]
 fn stacks<Ctx: aya_ebpf::EbpfContext>(ctx: &Ctx) -> (u64, u64) {
-    let user = match stack_of(ctx, BPF_F_USER_STACK as u64) {
-        Stack::Stored(h) => {
-            count(C::UserStack);
-            h
-        }
-        Stack::Missing => {
-            count(C::UserStackMissing);
-            NO_STACK
-        }
-        Stack::MapFull => {
-            count(C::UserStackMapFull);
-            NO_STACK
-        }
-        Stack::Error => {
-            count(C::UserStackError);
-            NO_STACK
-        }
-    };
-    let kernel = match stack_of(ctx, 0) {
-        Stack::Stored(h) => {
-            count(C::KernelStack);
-            h
-        }
-        Stack::Missing => {
-            count(C::KernelStackMissing);
-            NO_STACK
-        }
-        Stack::MapFull => {
-            count(C::KernelStackMapFull);
-            NO_STACK
-        }
-        Stack::Error => {
-            count(C::KernelStackError);
-            NO_STACK
-        }
-    };
+    let user = counted_stack(
+        take_stack_into(ctx, &TIMELINE_STACKS, BPF_F_USER_STACK as u64),
+        &TIMELINE_COUNTERS,
+        [
+            C::UserStack as u32,
+            C::UserStackMissing as u32,
+            C::UserStackMapFull as u32,
+            C::UserStackError as u32,
+        ],
+    );
+    let kernel = counted_stack(
+        take_stack_into(ctx, &TIMELINE_STACKS, 0),
+        &TIMELINE_COUNTERS,
+        [
+            C::KernelStack as u32,
+            C::KernelStackMissing as u32,
+            C::KernelStackMapFull as u32,
+            C::KernelStackError as u32,
+        ],
+    );
     (user, kernel)
 }
 

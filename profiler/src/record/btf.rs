@@ -41,10 +41,7 @@ pub fn task_offsets() -> Result<TaskOffsets, BtfError> {
 }
 
 pub fn task_offsets_from(path: &Path) -> Result<TaskOffsets, BtfError> {
-    let data = std::fs::read(path).map_err(|source| BtfError::Read {
-        path: path.display().to_string(),
-        source,
-    })?;
+    let data = read(path)?;
     let btf = Btf::parse(&data)?;
     let task = btf
         .find_struct("task_struct")
@@ -65,10 +62,7 @@ pub fn task_offsets_from(path: &Path) -> Result<TaskOffsets, BtfError> {
 /// carry. The CPU is `task_struct.cpu`, or `thread_info.cpu` inside it where the kernel keeps
 /// it there (x86_64 since 5.16); a kernel with neither gives records without a target CPU.
 pub fn timeline_task_fields() -> Result<TaskFields, BtfError> {
-    let data = std::fs::read(VMLINUX).map_err(|source| BtfError::Read {
-        path: VMLINUX.to_string(),
-        source,
-    })?;
+    let data = read(Path::new(VMLINUX))?;
     let btf = Btf::parse(&data)?;
     let task = btf
         .find_struct("task_struct")
@@ -91,10 +85,7 @@ pub fn timeline_task_fields() -> Result<TaskFields, BtfError> {
 /// Offsets of the kernel's per-task scheduler accounting that `watch` reads:
 /// `task_struct.sched_info.{pcount, run_delay}` and `task_struct.se.nr_migrations`.
 pub fn watch_sched_fields() -> Result<SchedFields, BtfError> {
-    let data = std::fs::read(VMLINUX).map_err(|source| BtfError::Read {
-        path: VMLINUX.to_string(),
-        source,
-    })?;
+    let data = read(Path::new(VMLINUX))?;
     let btf = Btf::parse(&data)?;
     let nested = |outer: &str, member: &str, inner: &str, field: &str| {
         let outer_id = btf.find_struct(outer)?;
@@ -110,6 +101,13 @@ pub fn watch_sched_fields() -> Result<SchedFields, BtfError> {
         nr_migrations: nested("task_struct", "se", "sched_entity", "nr_migrations")
             .ok_or_else(|| missing("task_struct.se.nr_migrations"))?,
         valid: 1,
+    })
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, BtfError> {
+    std::fs::read(path).map_err(|source| BtfError::Read {
+        path: path.display().to_string(),
+        source,
     })
 }
 

@@ -129,6 +129,14 @@ pub struct Batch {
 /// A collector's counters, by name, in a stable order.
 pub type Counters = Vec<(&'static str, u64)>;
 
+/// Counter `name` of `counters`, 0 when absent.
+pub fn counter(counters: &Counters, name: &str) -> u64 {
+    counters
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map_or(0, |(_, v)| *v)
+}
+
 /// One signal: its programs, maps, sample types and counters.
 pub trait Collector {
     /// Short name used in metadata, counter names and flags (`cpu`, `offcpu`, ...).

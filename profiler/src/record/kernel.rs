@@ -7,6 +7,8 @@ use std::os::fd::OwnedFd;
 use std::time::Duration;
 
 use aya::maps::{Array, HashMap as BpfHashMap, Map, MapData, PerCpuArray};
+use aya::programs::BtfTracePoint;
+use aya::programs::tp_btf::BtfTracePointLinkId;
 use aya::{Ebpf, EbpfLoader};
 use profiler_ebpf::stacks::{ACTIVE_SET, MAX_STACK_DEPTH, RawStack, STACK_SCRATCH, STACKS};
 use profiler_ebpf::{Comm, CounterSet, THREAD_COMMS};
@@ -91,6 +93,39 @@ pub fn read_counters<C: CounterSet>(
                 .map_err(bpf_err(format!("reading counter {}", c.name())))
         })
         .collect()
+}
+
+/// Loads and attaches tp_btf programs, each `(program, tracepoint)`; returns their links for
+/// [`detach_tracepoints`].
+pub fn attach_tracepoints(
+    bpf: &mut Ebpf,
+    programs: &[(&'static str, &str)],
+) -> Result<Vec<(&'static str, BtfTracePointLinkId)>, RecordError> {
+    let btf = aya::Btf::from_sys_fs().map_err(bpf_err("reading the kernel's BTF"))?;
+    let mut links = Vec::with_capacity(programs.len());
+    for &(name, tracepoint) in programs {
+        let program: &mut BtfTracePoint = bpf
+            .program_mut(name)
+            .ok_or_else(|| RecordError::MissingInObject(format!("program {name}")))?
+            .try_into()
+            .map_err(bpf_err(format!("program {name}")))?;
+        program
+            .load(tracepoint, &btf)
+            .map_err(RecordError::from_load)?;
+        links.push((name, program.attach().map_err(RecordError::from_load)?));
+    }
+    Ok(links)
+}
+
+/// Detaches what [`attach_tracepoints`] attached (the programs stay loaded).
+pub fn detach_tracepoints(bpf: &mut Ebpf, links: Vec<(&'static str, BtfTracePointLinkId)>) {
+    for (name, link) in links {
+        if let Some(program) = bpf.program_mut(name)
+            && let Ok(program) = <&mut BtfTracePoint>::try_from(program)
+        {
+            let _ = program.detach(link);
+        }
+    }
 }
 
 /// Runs and run time of program `name` so far.

@@ -10,7 +10,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuValues};
-use aya::programs::BtfTracePoint;
 use aya::programs::tp_btf::BtfTracePointLinkId;
 use aya::{Ebpf, EbpfLoader};
 use profiler_ebpf::sched::{
@@ -20,8 +19,11 @@ use profiler_ebpf::sched::{
 };
 
 use super::RecordError;
-use super::collector::{Collector, Counters, Drained, Sizing};
-use super::kernel::{ProgramCost, bpf_err, program_cost, read_counters, take_map};
+use super::collector::{Collector, Counters, Drained, Sizing, counter};
+use super::kernel::{
+    ProgramCost, attach_tracepoints, bpf_err, detach_tracepoints, program_cost, read_counters,
+    take_map,
+};
 use super::targets::Targets;
 use crate::profile::ValueType;
 
@@ -246,30 +248,12 @@ impl Collector for SchedCollector {
             counters: PerCpuArray::try_from(take_map(bpf, WATCH_COUNTERS)?)
                 .map_err(bpf_err("opening WATCH_COUNTERS"))?,
         });
-        let btf = aya::Btf::from_sys_fs().map_err(bpf_err("reading the kernel's BTF"))?;
-        for (name, tracepoint) in WATCH_PROGRAMS {
-            let program: &mut BtfTracePoint = bpf
-                .program_mut(name)
-                .ok_or_else(|| RecordError::MissingInObject(format!("program {name}")))?
-                .try_into()
-                .map_err(bpf_err(format!("program {name}")))?;
-            program
-                .load(tracepoint, &btf)
-                .map_err(RecordError::from_load)?;
-            self.links
-                .push((name, program.attach().map_err(RecordError::from_load)?));
-        }
+        self.links = attach_tracepoints(bpf, &WATCH_PROGRAMS)?;
         Ok(())
     }
 
     fn detach(&mut self, bpf: &mut Ebpf) {
-        for (name, link) in std::mem::take(&mut self.links) {
-            if let Some(program) = bpf.program_mut(name)
-                && let Ok(program) = <&mut BtfTracePoint>::try_from(program)
-            {
-                let _ = program.detach(link);
-            }
-        }
+        detach_tracepoints(bpf, std::mem::take(&mut self.links));
     }
 
     fn drain(&mut self, set: usize, _out: &mut Vec<Drained>) -> Result<(), RecordError> {
@@ -297,12 +281,7 @@ impl Collector for SchedCollector {
     }
 
     fn check_invariants(&self, counters: &Counters) -> Vec<String> {
-        let get = |name: &str| {
-            counters
-                .iter()
-                .find(|(n, _)| *n == name)
-                .map_or(0, |(_, v)| *v)
-        };
+        let get = |name: &str| counter(counters, name);
         let out = get("switch_out");
         let mut bad = Vec::new();
         for (what, n) in [

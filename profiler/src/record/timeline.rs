@@ -11,11 +11,11 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
+use aya::programs::PerfEvent;
 use aya::programs::perf_event::{
     PerfEventConfig, PerfEventLinkId, PerfEventScope, SamplePolicy, SoftwareEvent,
 };
 use aya::programs::tp_btf::BtfTracePointLinkId;
-use aya::programs::{BtfTracePoint, PerfEvent};
 use aya::{Ebpf, EbpfLoader};
 use profiler_ebpf::stacks::{MAX_STACK_DEPTH, NO_STACK, RawStack};
 use profiler_ebpf::timeline::{
@@ -25,9 +25,12 @@ use profiler_ebpf::timeline::{
 
 use super::RecordError;
 use super::btf;
-use super::collector::{Collector, Counters, Drained, Sizing};
+use super::collector::{Collector, Counters, Drained, Sizing, counter};
 use super::cpu::MAX_FREQUENCY;
-use super::kernel::{ProgramCost, bpf_err, program_cost, read_counters, take_map};
+use super::kernel::{
+    ProgramCost, attach_tracepoints, bpf_err, detach_tracepoints, program_cost, read_counters,
+    take_map,
+};
 use super::targets::Targets;
 use crate::profile::ValueType;
 
@@ -238,19 +241,7 @@ impl Collector for TimelineCollector {
             counters: PerCpuArray::try_from(take_map(bpf, TIMELINE_COUNTERS)?)
                 .map_err(bpf_err("opening TIMELINE_COUNTERS"))?,
         });
-        let btf = aya::Btf::from_sys_fs().map_err(bpf_err("reading the kernel's BTF"))?;
-        for (name, tracepoint) in TIMELINE_TRACEPOINTS {
-            let program: &mut BtfTracePoint = bpf
-                .program_mut(name)
-                .ok_or_else(|| RecordError::MissingInObject(format!("program {name}")))?
-                .try_into()
-                .map_err(bpf_err(format!("program {name}")))?;
-            program
-                .load(tracepoint, &btf)
-                .map_err(RecordError::from_load)?;
-            self.tracepoints
-                .push((name, program.attach().map_err(RecordError::from_load)?));
-        }
+        self.tracepoints = attach_tracepoints(bpf, &TIMELINE_TRACEPOINTS)?;
         let program: &mut PerfEvent = bpf
             .program_mut(TIMELINE_CPU_PROGRAM)
             .ok_or_else(|| RecordError::MissingInObject(format!("program {TIMELINE_CPU_PROGRAM}")))?
@@ -275,13 +266,7 @@ impl Collector for TimelineCollector {
     }
 
     fn detach(&mut self, bpf: &mut Ebpf) {
-        for (name, link) in std::mem::take(&mut self.tracepoints) {
-            if let Some(program) = bpf.program_mut(name)
-                && let Ok(program) = <&mut BtfTracePoint>::try_from(program)
-            {
-                let _ = program.detach(link);
-            }
-        }
+        detach_tracepoints(bpf, std::mem::take(&mut self.tracepoints));
         let links = std::mem::take(&mut self.perf_links);
         if let Some(program) = bpf.program_mut(TIMELINE_CPU_PROGRAM)
             && let Ok(program) = <&mut PerfEvent>::try_from(program)
@@ -320,12 +305,7 @@ impl Collector for TimelineCollector {
     }
 
     fn check_invariants(&self, counters: &Counters) -> Vec<String> {
-        let get = |name: &str| {
-            counters
-                .iter()
-                .find(|(n, _)| *n == name)
-                .map_or(0, |(_, v)| *v)
-        };
+        let get = |name: &str| counter(counters, name);
         let sum = |names: &[&str]| names.iter().map(|n| get(n)).sum::<u64>();
         let walks = get("blocking") + get("samples");
         let mut bad = Vec::new();

@@ -164,14 +164,10 @@ pub fn watch(
     };
 
     let probes = opts.alloc_probes;
-    let mut prev = read(
-        &mut session,
-        &handle,
-        pid,
-        probes,
-        &mut read_heap,
-        &mut notes,
-    )?;
+    let mut read = |session: &mut Session, notes: &mut Vec<String>| {
+        read(session, &handle, pid, probes, &mut read_heap, notes)
+    };
+    let mut prev = read(&mut session, &mut notes)?;
     // Intervals run from the first reading (which can take a while: it reads the maps of
     // the target and, with --alloc-probes, hooks its allocator), on a fixed schedule; a tick
     // missed while a reading ran long is skipped, never squeezed into a short interval.
@@ -192,14 +188,7 @@ pub fn watch(
                 break Some(End::Interrupted);
             }
         };
-        let cur = read(
-            &mut session,
-            &handle,
-            pid,
-            probes,
-            &mut read_heap,
-            &mut notes,
-        )?;
+        let cur = read(&mut session, &mut notes)?;
         let span = match (prev.at, cur.at) {
             (Some(a), Some(b)) => b.saturating_duration_since(a),
             _ => Duration::ZERO,

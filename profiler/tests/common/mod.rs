@@ -211,6 +211,42 @@ pub fn profiler_cmd() -> Command {
     Command::new(env!("CARGO_BIN_EXE_profiler"))
 }
 
+/// Runs `profiler SUBCOMMAND ARGS` to completion; panics with its stderr when it fails or
+/// reports a broken counter invariant (a line with `BUG`).
+pub fn profiler_ok(subcommand: &str, args: &[&str]) -> Output {
+    let out = profiler_cmd()
+        .arg(subcommand)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("run profiler {subcommand}: {e}"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "profiler {subcommand} {args:?} failed ({}):\n{stderr}",
+        out.status
+    );
+    assert!(
+        !stderr.contains("BUG"),
+        "a counter invariant broke:\n{stderr}"
+    );
+    out
+}
+
+/// Runs `profiler SUBCOMMAND ARGS`, which must fail with `expect` in its message.
+pub fn profiler_fails(subcommand: &str, args: &[&str], expect: &str) {
+    let out = profiler_cmd()
+        .arg(subcommand)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("run profiler {subcommand}: {e}"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "profiler {subcommand} {args:?} succeeded"
+    );
+    assert!(stderr.contains(expect), "{subcommand} {args:?}: {stderr}");
+}
+
 /// Runs `profiler record ARGS` to completion; panics with its stderr when it fails.
 pub fn record(args: &[&str]) -> Output {
     let out = profiler_cmd()
