@@ -776,3 +776,79 @@ fn processes_in_another_mount_namespace_are_symbolized() {
         describe_top(&flat_symbol_shares(&p), 5)
     );
 }
+
+/// A long session (what `profiler serve` keeps) forgets the stacks, symbols and processes no
+/// window names, keeps every one a window still names (its profile builds the same after), and
+/// reads and resolves a forgotten stack again when it comes back.
+#[test]
+fn session_forgets_what_no_window_needs() {
+    use profiler::record::{CpuCollector, RawSamples, Session, TargetSpec};
+    require_root();
+    let _serial = serial();
+    let child = Reaped(
+        Command::new(workload("cpu_split"))
+            .arg("30")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let pid = child.0.id();
+    let spec = TargetSpec::Pids {
+        pids: vec![pid],
+        follow_children: false,
+    };
+    let mut session = Session::start(&spec, vec![Box::new(CpuCollector::new(499).unwrap())])
+        .expect("attaching to the workload");
+    let record_window = |session: &mut Session| {
+        let mut w = RawSamples::default();
+        for _ in 0..10 {
+            session.wait(std::time::Duration::from_millis(100)).unwrap();
+            w.add(&session.drain().unwrap());
+        }
+        w
+    };
+    let names = |p: &Profile| -> HashSet<String> {
+        p.functions
+            .iter()
+            .map(|f| plain_name(&f.name).to_string())
+            .collect()
+    };
+
+    let first = record_window(&mut session);
+    let (before, _) = session.build(&first);
+    let has = |p: &Profile, f: &str| names(p).contains(&format!("cpu_split::{f}"));
+    assert!(has(&before, "work_sixty"), "{:?}", names(&before));
+    let held = session.retained();
+    assert!(held.stacks > 0 && held.user_addresses > 0, "{held:?}");
+
+    // Everything drained is in `first`: nothing goes.
+    session.forget_except([&first]);
+    assert_eq!(session.retained(), held);
+    let (again, _) = session.build(&first);
+    assert_eq!(total_samples(&again), total_samples(&before));
+    assert_eq!(names(&again), names(&before));
+
+    // No window: the session holds nothing but the target.
+    session.forget_except(std::iter::empty());
+    let empty = session.retained();
+    assert_eq!(
+        (empty.stacks, empty.user_addresses, empty.kernel_addresses),
+        (0, 0, 0),
+        "{empty:?}"
+    );
+    assert_eq!(empty.processes, 1, "the live target is kept: {empty:?}");
+
+    // The same stacks come back: read and resolved again, with the same names.
+    let second = record_window(&mut session);
+    let (after, stats) = session.build(&second);
+    for f in ["work_sixty", "work_thirty", "work_ten"] {
+        assert!(has(&after, f), "{f} missing: {:?}", names(&after));
+    }
+    assert_eq!(
+        stats.unsymbolized.values().sum::<u64>(),
+        0,
+        "{:?}",
+        stats.unsymbolized
+    );
+    assert!(session.retained().stacks > 0);
+}

@@ -102,6 +102,39 @@ impl Symbols {
     }
 }
 
+impl Symbols {
+    /// Resolved (user, kernel) addresses held.
+    pub fn len(&self) -> (usize, usize) {
+        (self.user.len(), self.kernel.len())
+    }
+
+    /// Keeps what the stacks in `live` need ((pid, stack id, is kernel)) and forgets the rest:
+    /// a stack seen again is resolved again.
+    pub fn retain(&mut self, live: &HashSet<(u32, StackId, bool)>, stacks: &StackTable) {
+        let mut user = HashSet::new();
+        let mut kernel = HashSet::new();
+        let mut kernel_stacks = HashSet::new();
+        for &(pid, id, is_kernel) in live {
+            if is_kernel {
+                kernel_stacks.insert(id);
+            }
+            for (i, &ip) in stacks.get(id).iter().enumerate() {
+                let a = lookup_address(i, ip);
+                if is_kernel {
+                    kernel.insert(a);
+                } else {
+                    user.insert((pid, a));
+                }
+            }
+        }
+        self.user_done
+            .retain(|&(pid, id)| live.contains(&(pid, id, false)));
+        self.kernel_done.retain(|id| kernel_stacks.contains(id));
+        self.user.retain(|key, _| user.contains(key));
+        self.kernel.retain(|a, _| kernel.contains(a));
+    }
+}
+
 /// What the assembler needs besides the samples.
 pub struct Assembly<'a> {
     pub sample_types: &'a [ValueType],

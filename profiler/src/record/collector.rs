@@ -4,8 +4,9 @@
 //! counters. The session owns everything else (see `session.rs`): adding a signal means one
 //! program, one module implementing [`Collector`], and its tests.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ops::Range;
+use std::sync::Arc;
 use std::time::Duration;
 
 use aya::{Ebpf, EbpfLoader};
@@ -117,6 +118,21 @@ impl RawSamples {
 
     pub fn is_empty(&self) -> bool {
         self.counts.is_empty()
+    }
+
+    /// Every (pid, stack, is kernel) its samples name, wakers' included.
+    pub fn stacks(&self) -> impl Iterator<Item = (u32, StackId, bool)> + '_ {
+        self.counts.keys().flat_map(|k| {
+            let waker = k.waker.as_deref().map(|w| (w.pid, w.user, w.kernel));
+            [(k.pid, k.user, k.kernel)]
+                .into_iter()
+                .chain(waker)
+                .flat_map(|(pid, user, kernel)| {
+                    let user = user.map(|s| (pid, s, false));
+                    let kernel = kernel.map(|s| (pid, s, true));
+                    user.into_iter().chain(kernel)
+                })
+        })
     }
 }
 
@@ -264,28 +280,39 @@ pub struct Slot {
 }
 
 /// Every stack drained so far, interned: samples refer to stacks by [`StackId`]. Lives as
-/// long as the session, so windows share it (and the symbols resolved for it).
+/// long as the session, so windows share it (and the symbols resolved for it); a session that
+/// runs for weeks (`serve`) forgets the stacks its open windows no longer name (`retain`).
+/// Ids are never reused, so a forgotten id cannot come to mean another stack.
 #[derive(Debug, Default)]
 pub struct StackTable {
-    stacks: Vec<Vec<u64>>,
-    by_content: HashMap<Vec<u64>, StackId>,
+    stacks: HashMap<StackId, Arc<[u64]>>,
+    /// The same stacks by content (shared, not copied).
+    by_content: HashMap<Arc<[u64]>, StackId>,
     /// Kernel-side content hash → id, so a stack seen before is not read again.
     by_hash: HashMap<u64, StackId>,
+    next: StackId,
 }
 
 impl StackTable {
     pub fn intern(&mut self, ips: Vec<u64>) -> StackId {
-        if let Some(&id) = self.by_content.get(&ips) {
+        if let Some(&id) = self.by_content.get(ips.as_slice()) {
             return id;
         }
-        let id = self.stacks.len() as StackId;
-        self.stacks.push(ips.clone());
+        // After 2^32 stacks the ids wrap around; skip those still in use.
+        while self.stacks.contains_key(&self.next) {
+            self.next = self.next.wrapping_add(1);
+        }
+        let id = self.next;
+        self.next = self.next.wrapping_add(1);
+        let ips: Arc<[u64]> = ips.into();
+        self.stacks.insert(id, ips.clone());
         self.by_content.insert(ips, id);
         id
     }
 
+    /// The frames of `id`: empty for an id this table never gave out or has forgotten.
     pub fn get(&self, id: StackId) -> &[u64] {
-        &self.stacks[id as usize]
+        self.stacks.get(&id).map_or(&[], |s| s)
     }
 
     pub fn by_hash(&self, hash: u64) -> Option<StackId> {
@@ -296,11 +323,58 @@ impl StackTable {
         self.by_hash.insert(hash, id);
     }
 
+    /// Forgets every stack not in `keep`. One seen again is read and interned again.
+    pub fn retain(&mut self, keep: &HashSet<StackId>) {
+        self.stacks.retain(|id, _| keep.contains(id));
+        self.by_content.retain(|_, id| keep.contains(id));
+        self.by_hash.retain(|_, id| keep.contains(id));
+    }
+
     pub fn len(&self) -> usize {
         self.stacks.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.stacks.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stack_table_forgets_and_never_reuses_an_id() {
+        let mut t = StackTable::default();
+        let a = t.intern(vec![1, 2, 3]);
+        let b = t.intern(vec![4, 5]);
+        assert_eq!(t.intern(vec![1, 2, 3]), a, "same content, same id");
+        t.remember_hash(0xa, a);
+        t.remember_hash(0xb, b);
+        t.retain(&HashSet::from([b]));
+        assert_eq!((t.len(), t.get(a), t.by_hash(0xa)), (1, &[][..], None));
+        assert_eq!((t.get(b), t.by_hash(0xb)), (&[4, 5][..], Some(b)));
+        let again = t.intern(vec![1, 2, 3]);
+        assert!(
+            again != a && again != b,
+            "a forgotten id is not given out again"
+        );
+        assert_eq!(t.get(again), &[1, 2, 3]);
+    }
+
+    #[test]
+    fn stack_ids_wrap_around_past_those_in_use() {
+        let mut t = StackTable {
+            next: StackId::MAX,
+            ..Default::default()
+        };
+        let last = t.intern(vec![1]);
+        let kept = t.intern(vec![2]);
+        assert_eq!((last, kept), (StackId::MAX, 0));
+        t.retain(&HashSet::from([kept]));
+        t.next = StackId::MAX;
+        // MAX is free again, 0 is not.
+        assert_eq!(t.intern(vec![3]), StackId::MAX);
+        assert_eq!(t.intern(vec![4]), 1);
     }
 }

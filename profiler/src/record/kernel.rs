@@ -2,7 +2,7 @@
 //! (the active set selector, the stacks by content hash, thread names), flipping the map
 //! sets, reading counters, and what the programs cost in the kernel.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::os::fd::OwnedFd;
 use std::time::Duration;
 
@@ -211,6 +211,21 @@ impl Kernel {
         let keys: Vec<u64> = self.stacks[set].keys().filter_map(Result::ok).collect();
         for k in keys {
             let _ = self.stacks[set].remove(&k);
+        }
+    }
+
+    /// Forgets the names of threads that are gone and not in `keep`. A live thread's name
+    /// stays (the programs only write names they do not hold), so its samples keep it.
+    pub fn forget_threads(&mut self, keep: &HashSet<u32>) {
+        let gone: Vec<u32> = self
+            .comms
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|tid| !keep.contains(tid))
+            .filter(|tid| !std::path::Path::new(&format!("/proc/{tid}")).exists())
+            .collect();
+        for tid in gone {
+            let _ = self.comms.remove(&tid);
         }
     }
 

@@ -43,7 +43,7 @@ pub use offcpu::{OffCpuCollector, OffCpuOptions};
 pub use outputs::Outputs;
 use outputs::Snapshots;
 pub use process::TargetProcess;
-pub use session::Session;
+pub use session::{Retained, Session};
 pub use status::Summary;
 pub use targets::Wake;
 

@@ -13,7 +13,7 @@ use profiler_ebpf::targets::{ALL_PROCESSES, PROCESS_EVENTS, SELF_TGID, TARGETS, 
 use super::assemble::{Assembly, Stats, Symbols, trim_user_stack};
 use super::btf;
 use super::collector::{
-    Batch, Collector, Counters, Drained, RawSamples, SampleKey, Sizing, Slot, StackSource,
+    Batch, Collector, Counters, Drained, RawSamples, SampleKey, Sizing, Slot, StackId, StackSource,
     StackTable, WakerKey,
 };
 use super::kernel::{Kernel, ProgramCost};
@@ -25,6 +25,15 @@ use crate::profile::{Profile, ValueType};
 /// Bytes of the lifecycle ring buffer: about 6,500 events between two reads, far more than
 /// the forks and execs of a `make -j` in the 100 ms the loop may take to come back.
 const PROCESS_EVENTS_BYTES: u32 = 256 * 1024;
+
+/// Sizes of what a session keeps between drains (see `Session::forget_except`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retained {
+    pub stacks: usize,
+    pub user_addresses: usize,
+    pub kernel_addresses: usize,
+    pub processes: usize,
+}
 
 pub struct Session {
     kernel: Kernel,
@@ -511,6 +520,44 @@ impl Session {
         self.slots[i].collector.finish(&mut buf)?;
         drained.extend(buf.drain(..).map(|d| (i, d)));
         self.intern(set, drained)
+    }
+
+    /// Forgets what none of `windows` needs: stacks, their resolved symbols, exited
+    /// processes and gone threads' names. A session that runs for weeks (`serve`) calls this
+    /// now and then with every window it keeps, so its memory follows its open windows, not
+    /// everything it has seen. Anything seen again is read and resolved again. A collector
+    /// whose snapshots name stacks by hash (heap) needs its samples in one of `windows`.
+    pub fn forget_except<'a>(&mut self, windows: impl IntoIterator<Item = &'a RawSamples>) {
+        let mut stacks = HashSet::new();
+        let mut pids = HashSet::new();
+        let mut tids = HashSet::new();
+        for w in windows {
+            stacks.extend(w.stacks());
+            for k in w.counts.keys() {
+                pids.insert(k.pid);
+                tids.insert(k.tid);
+                if let Some(waker) = &k.waker {
+                    pids.insert(waker.pid);
+                    tids.insert(waker.tid);
+                }
+            }
+        }
+        self.symbols.retain(&stacks, &self.stacks);
+        let ids: HashSet<StackId> = stacks.iter().map(|&(_, id, _)| id).collect();
+        self.stacks.retain(&ids);
+        self.targets.forget_exited(&pids);
+        self.kernel.forget_threads(&tids);
+    }
+
+    /// What the session holds for its windows: a long-running agent reports it.
+    pub fn retained(&self) -> Retained {
+        let (user_addresses, kernel_addresses) = self.symbols.len();
+        Retained {
+            stacks: self.stacks.len(),
+            user_addresses,
+            kernel_addresses,
+            processes: self.targets.processes.len(),
+        }
     }
 
     fn slot_index(&self, name: &str) -> Result<usize, RecordError> {

@@ -5,7 +5,7 @@
 //! every process seen (name, command line, memory maps snapshotted while it lived), which
 //! symbolization and labels use after the process is gone.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -334,6 +334,13 @@ impl Targets {
                 r.exited = true;
             }
         }
+    }
+
+    /// Forgets the processes that exited and are not in `keep` (no open window has their
+    /// samples), so a long session following short-lived children stays small.
+    pub fn forget_exited(&mut self, keep: &HashSet<u32>) {
+        self.processes
+            .retain(|pid, r| !r.exited || keep.contains(pid));
     }
 
     /// Processes that joined the targets since the last call.

@@ -29,6 +29,11 @@ use crate::symbolize::{ProcessMaps, Symbolizer};
 /// request sees before its window opens. Waking 20 times a second costs nothing measurable.
 const TICK: Duration = Duration::from_millis(50);
 
+/// How often the session forgets what no open window needs (see `Session::forget_except`).
+/// Stacks of a window closed since are read and resolved again if they come back, so this is
+/// rare enough to keep the warm caches useful between requests.
+const FORGET_EVERY: Duration = Duration::from_secs(60);
+
 /// How often a `--wait-for` agent looks for its process in /proc.
 const SCAN_EVERY: Duration = Duration::from_millis(250);
 
@@ -327,6 +332,8 @@ struct Attached {
     /// state of a heap is everything since attach.
     resident: HashMap<&'static str, WindowId>,
     last_drain: Instant,
+    /// When the session last forgot what no open window needs.
+    last_forget: Instant,
     /// For `/debug/pprof/symbol`, made on first use.
     symbolizer: Option<Symbolizer>,
 }
@@ -369,6 +376,7 @@ impl Agent {
                     if let Err(e) = t.drain_if_due() {
                         tracing::warn!("draining the maps failed: {e}");
                     }
+                    t.forget_if_due();
                 }
                 None => {
                     self.look_for_target();
@@ -426,6 +434,7 @@ impl Agent {
             windows: HashMap::new(),
             resident: HashMap::new(),
             last_drain: Instant::now(),
+            last_forget: Instant::now(),
             symbolizer: None,
         };
         for kind in Kind::ALL {
@@ -579,6 +588,17 @@ impl Attached {
             self.drain()?;
         }
         Ok(())
+    }
+
+    /// Lets the session forget the stacks, symbols, processes and thread names no open window
+    /// needs, so that the agent's memory follows its windows over weeks, not every stack the
+    /// target ever ran.
+    fn forget_if_due(&mut self) {
+        if self.last_forget.elapsed() >= FORGET_EVERY {
+            self.last_forget = Instant::now();
+            self.session
+                .forget_except(self.windows.values().map(|w| &w.samples));
+        }
     }
 
     /// Drains once and feeds every open window the samples of its collector.
