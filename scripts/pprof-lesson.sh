@@ -19,8 +19,9 @@ lesson's commands with only the port and the binary changed, e.g.
   curl -s http://localhost:6060/debug/pprof/profile > cpu.out
   go tool pprof ./search-server cpu.out                (pprof) top / list / web
   go tool pprof -web ./search-server http://localhost:6060/debug/pprof/profile
-Steps print PASS, SKIP (the trace endpoint is not in this build, the server says so with
-501; go-torch is archived) or FAIL.
+Steps print PASS, SKIP (go-torch is archived; pprof draws flame graphs) or FAIL. The trace
+step fetches a Perfetto timeline (go tool trace reads Go's own format only) and checks it
+with `profiler trace --summary`.
 
 Options:
   --port PORT        search-server's port (the lesson's 5000)            default 5000
@@ -225,9 +226,10 @@ if is_pprof base.cpu && is_pprof current.cpu \
 TRACE="$(unavailable "http://localhost:$PPROF_PORT/debug/pprof/trace")"
 step="curl -s http://localhost:$PPROF_PORT/debug/pprof/trace?seconds=2 > trace.out"
 if [ -n "$TRACE" ]; then skip "$step" "$TRACE"
-elif curl -sf "http://localhost:$PPROF_PORT/debug/pprof/trace?seconds=2" > trace.out && [ -s trace.out ]; then
+elif curl -sf "http://localhost:$PPROF_PORT/debug/pprof/trace?seconds=2" > trace.out \
+  && "$PROFILER" trace --summary trace.out > trace.txt 2>&1; then
   pass "$step (a Perfetto trace: open it at ui.perfetto.dev; go tool trace reads Go's format only)"
-else fail "$step" trace.out; fi
+else fail "$step" trace.txt; fi
 
 echo
 echo "pprof-lesson: $passed passed, $skipped skipped, $failed failed; files in $OUT"

@@ -51,7 +51,7 @@ pub struct TraceArgs {
     #[arg(short, long, value_parser = parse_duration)]
     pub duration: Option<Duration>,
     /// CPU samples per second per CPU (1..=10000).
-    #[arg(short = 'F', long, default_value_t = 999)]
+    #[arg(short = 'F', long, default_value_t = profiler::trace::DEFAULT_FREQUENCY)]
     pub frequency: u64,
     /// Where to write the trace.
     #[arg(short, long, default_value = "trace.perfetto-trace")]

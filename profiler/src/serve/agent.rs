@@ -67,6 +67,8 @@ pub struct AttachedTarget {
     pub cmdline: Vec<u8>,
     /// Names of the collectors in the session (which profiles can be served).
     pub collectors: Vec<&'static str>,
+    /// Whether the processes it starts are profiled too (a trace request follows them).
+    pub follow_children: bool,
     pub since: SystemTime,
 }
 
@@ -423,6 +425,7 @@ impl Agent {
             process,
             cmdline,
             collectors: names,
+            follow_children: self.opts.follow_children,
             since: SystemTime::now(),
         };
         tracing::info!(pid, process = %info.process, "attached");

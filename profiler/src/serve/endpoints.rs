@@ -16,6 +16,8 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -27,8 +29,10 @@ use hyper::{Method, Request, Response, StatusCode};
 use tokio::time::Instant;
 
 use super::Kind;
-use super::agent::{AgentError, AgentHandle, TargetState, WindowId};
+use super::agent::{AgentError, AgentHandle, AttachedTarget, TargetState, WindowId};
 use super::push::PushStats;
+use crate::record::{RecordError, TargetSpec};
+use crate::trace::{self, TraceOptions, TraceRecordError};
 
 /// What the endpoints allow.
 #[derive(Debug, Clone)]
@@ -239,7 +243,7 @@ impl Endpoints {
                 .unavailable_target(false)
                 .unwrap_or_else(|| text(StatusCode::SERVICE_UNAVAILABLE, "no target"));
         };
-        if !target.collectors.contains(&kind.collector()) {
+        if !kind.served_by(&target.collectors) {
             return text(
                 StatusCode::NOT_IMPLEMENTED,
                 &format!(
@@ -273,6 +277,9 @@ impl Endpoints {
                 return r;
             }
         };
+        if kind == Kind::Trace {
+            return trace(target, duration).await;
+        }
         let note = format!("served: /debug/pprof/{}?seconds={seconds}", kind.endpoint());
         let id = match self.agent.open(kind, note).await {
             Ok(id) => id,
@@ -432,7 +439,7 @@ impl Endpoints {
         );
         for kind in Kind::ALL {
             let name = kind.endpoint();
-            let (class, extra) = if collectors.contains(&kind.collector()) {
+            let (class, extra) = if kind.served_by(&collectors) {
                 ("", String::new())
             } else {
                 (
@@ -509,6 +516,73 @@ impl Drop for SlotGuard {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&self.kind);
+    }
+}
+
+/// `/debug/pprof/trace?seconds=N`: records a Perfetto timeline of the target (its children
+/// too when the agent follows them) in a session of its own, on a blocking thread, and sends
+/// the file. When the client goes away the request's future is dropped, and with it the guard
+/// that ends the recording's window early, so its programs do not trace on for nobody.
+async fn trace(target: &AttachedTarget, duration: Duration) -> Reply {
+    if duration > trace::MAX_DURATION {
+        return text(
+            StatusCode::BAD_REQUEST,
+            &format!(
+                "seconds={} is longer than a trace may be ({}): a trace is for seconds of detail; use /debug/pprof/block or profile for minutes",
+                duration.as_secs(),
+                trace::MAX_DURATION.as_secs()
+            ),
+        );
+    }
+    let opts = TraceOptions {
+        target: TargetSpec::Pids {
+            pids: vec![target.pid],
+            follow_children: target.follow_children,
+        },
+        duration,
+        frequency: trace::DEFAULT_FREQUENCY,
+        output: PathBuf::new(),
+        // The agent's own heap collector already probes the allocator; a second set of
+        // uprobes would double the target's cost for counters /debug/pprof/heap has.
+        heap: false,
+    };
+    struct StopOnDrop(Arc<AtomicBool>);
+    impl Drop for StopOnDrop {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
+    let stop = StopOnDrop(Arc::new(AtomicBool::new(false)));
+    let flag = Arc::clone(&stop.0);
+    let recorded = tokio::task::spawn_blocking(move || trace::trace_bytes(&opts, &flag)).await;
+    match recorded {
+        Ok(Ok((_, bytes))) => {
+            let mut r = Response::new(Full::new(Bytes::from(bytes)));
+            let headers = r.headers_mut();
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            );
+            headers.insert(
+                header::CONTENT_DISPOSITION,
+                HeaderValue::from_static("attachment; filename=\"trace.perfetto-trace\""),
+            );
+            r
+        }
+        Ok(Err(TraceRecordError::Record(
+            RecordError::NoSuchPid(pid) | RecordError::ExitedBeforeAttach(pid),
+        ))) => text(
+            StatusCode::GONE,
+            &format!("pid {pid} ({}) exited; no trace", target.process),
+        ),
+        Ok(Err(e)) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("recording the trace: {e}"),
+        ),
+        Err(e) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("the trace recorder failed: {e}"),
+        ),
     }
 }
 

@@ -205,7 +205,15 @@ impl Kind {
         Kind::ALL.into_iter().find(|k| k.endpoint() == name)
     }
 
-    /// The collector (by `Collector::name`) whose samples make this profile.
+    /// Whether an agent whose session runs `collectors` can serve this profile. A trace
+    /// needs none of them: each request records its timeline in a session of its own (its
+    /// programs trace every switch, which the agent's session must not pay between requests).
+    pub fn served_by(self, collectors: &[&str]) -> bool {
+        self == Kind::Trace || collectors.contains(&self.collector())
+    }
+
+    /// The collector (by `Collector::name`) whose samples make this profile in the agent's
+    /// session (`trace`, in none: see [`served_by`](Self::served_by)).
     pub fn collector(self) -> &'static str {
         match self {
             Kind::Cpu => "cpu",
@@ -232,7 +240,7 @@ impl Kind {
                 "Off-CPU time waiting in locks and futexes (condition variables and thread parking included), over seconds (default 30 s)."
             }
             Kind::Trace => {
-                "A timeline of every thread (scheduling and samples) as a Perfetto trace; open it at ui.perfetto.dev. Duration from seconds (default 1 s)."
+                "A timeline of every thread of the target (scheduling states, wake-ups, CPU samples with stacks) as a Perfetto trace; open it at ui.perfetto.dev or with profiler trace --summary. Duration from seconds (default 1 s, at most 60)."
             }
         }
     }
@@ -265,9 +273,7 @@ impl Kind {
             Kind::Block | Kind::Mutex => {
                 "block and mutex profiles need the off-CPU collector, and this agent runs without it (profiler serve --no-offcpu); /debug/pprof/profile (CPU) works"
             }
-            Kind::Trace => {
-                "the timeline needs the trace collector wired into the session, which this build of the profiler does not have yet; `profiler trace` records one from the command line"
-            }
+            Kind::Trace => "a trace is recorded in a session of its own and is always available",
         }
     }
 }

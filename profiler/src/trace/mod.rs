@@ -37,7 +37,10 @@ pub use model::{
 };
 pub use perfetto::{TraceWriter, WriteStats, write_timeline};
 pub use read::{ReadStats, read_trace, read_trace_file};
-pub use recorder::{MAX_DURATION, TraceOptions, TraceRecordError, Traced, record_trace};
+pub use recorder::{
+    DEFAULT_FREQUENCY, MAX_DURATION, TraceOptions, TraceRecordError, Traced, record_trace,
+    trace_bytes,
+};
 pub use summary::{Summary, SummaryOptions, summarize};
 
 #[derive(Debug, thiserror::Error)]

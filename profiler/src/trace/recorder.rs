@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use profiler_ebpf::stacks::NO_STACK;
@@ -31,6 +31,8 @@ use crate::record::{
 /// The longest window: a trace is for seconds of detail (about 4 MB and 400k events a second
 /// on the loaded search-server); `record --offcpu` covers minutes.
 pub const MAX_DURATION: Duration = Duration::from_secs(60);
+/// CPU samples per second per CPU when none is given: a timeline wants detail.
+pub const DEFAULT_FREQUENCY: u64 = 999;
 /// How often the ring buffer is read.
 const READ_EVERY: Duration = Duration::from_millis(100);
 
@@ -70,6 +72,13 @@ pub enum TraceRecordError {
 impl TraceOptions {
     /// Everything that can fail before anything is loaded or launched.
     pub fn validate(&self) -> Result<(), TraceRecordError> {
+        self.validate_window()?;
+        record::check_output_path(&self.output)?;
+        Ok(())
+    }
+
+    /// The checks of [`validate`](Self::validate) but the output path's.
+    fn validate_window(&self) -> Result<(), TraceRecordError> {
         if self.duration.is_zero() {
             return Err(TraceRecordError::ZeroDuration);
         }
@@ -86,7 +95,6 @@ impl TraceOptions {
             }
             _ => {}
         }
-        record::check_output_path(&self.output)?;
         Ok(record::check_privileges()?)
     }
 }
@@ -105,6 +113,25 @@ pub struct Traced {
 /// writes it to `opts.output`.
 pub fn record_trace(opts: &TraceOptions) -> Result<Traced, TraceRecordError> {
     opts.validate()?;
+    let interrupted = record::install_interrupt()?;
+    let (traced, bytes) = trace_bytes(opts, &interrupted)?;
+    crate::capture::write_atomic(&opts.output, &bytes).map_err(|source| {
+        TraceRecordError::Write {
+            path: opts.output.clone(),
+            source,
+        }
+    })?;
+    Ok(traced)
+}
+
+/// Records a trace like [`record_trace`] and returns the Perfetto file's bytes instead of
+/// writing them (`opts.output` is not used): for `profiler serve`'s `/debug/pprof/trace`.
+/// The window ends early when `interrupted` is set (Ctrl-C, or a client that went away).
+pub fn trace_bytes(
+    opts: &TraceOptions,
+    interrupted: &AtomicBool,
+) -> Result<(Traced, Vec<u8>), TraceRecordError> {
+    opts.validate_window()?;
     let (collector, handle) = TimelineCollector::new(opts.frequency, opts.duration)?;
     let period = collector.period_ns();
     let launched = matches!(opts.target, TargetSpec::Command(_));
@@ -119,7 +146,6 @@ pub fn record_trace(opts: &TraceOptions) -> Result<Traced, TraceRecordError> {
         })?));
     }
     let mut session = Session::start(&opts.target, collectors)?;
-    let interrupted = record::install_interrupt()?;
     warm_symbols(&mut session);
     let started = Instant::now();
     let mut builder = Builder::new(boot_ns(), period);
@@ -225,12 +251,6 @@ pub fn record_trace(opts: &TraceOptions) -> Result<Traced, TraceRecordError> {
     }
     let mut bytes = Vec::new();
     let written = write_timeline(&timeline, &mut bytes)?;
-    crate::capture::write_atomic(&opts.output, &bytes).map_err(|source| {
-        TraceRecordError::Write {
-            path: opts.output.clone(),
-            source,
-        }
-    })?;
     let mut targets = session.into_targets();
     let exit_code = targets.iter_mut().find(|t| t.is_launched()).and_then(|t| {
         if stop == StopReason::Interrupted {
@@ -238,13 +258,14 @@ pub fn record_trace(opts: &TraceOptions) -> Result<Traced, TraceRecordError> {
         }
         t.wait_exit_code()
     });
-    Ok(Traced {
+    let traced = Traced {
         timeline,
         written,
         stop,
         notes,
         exit_code,
-    })
+    };
+    Ok((traced, bytes))
 }
 
 /// The heap counter tracks, one point per read: rates between reads, live bytes at each read.

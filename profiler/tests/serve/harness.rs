@@ -36,6 +36,7 @@ pub fn attached(collectors: &[&'static str]) -> TargetState {
         process: "fake-service".into(),
         cmdline: b"/usr/bin/fake-service\0--port\x005000\0".to_vec(),
         collectors: collectors.to_vec(),
+        follow_children: false,
         since: std::time::SystemTime::now(),
     })
 }

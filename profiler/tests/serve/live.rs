@@ -648,3 +648,80 @@ fn heap_snapshots_compare_the_same_in_go_tool_pprof_and_profiler_diff() {
     let secs = window.duration_nanos as f64 / 1e9;
     assert!((1.9..3.0).contains(&secs), "{secs} s");
 }
+
+/// The lesson's `curl -o trace.out /debug/pprof/trace?seconds=N`, for any process: a Perfetto
+/// timeline of the target recorded in a session of its own, which Perfetto's protos read and
+/// which shows the workload's known waits; a client that goes away ends the recording.
+#[test]
+fn trace_endpoint_serves_a_perfetto_timeline_and_stops_when_the_client_leaves() {
+    common::require_root();
+    let _serial = common::serial();
+    let tmp = common::scratch();
+    let waits = Workload::start("waits", &["120"]);
+    let served = Served::start(&["--pid", &waits.pid().to_string(), "--no-offcpu"]);
+    let agent = served.child.0.id();
+    let (status, _, index) = get(&served.url("/debug/pprof/"));
+    assert_eq!(status, 200);
+    let index = String::from_utf8_lossy(&index);
+    let trace_row = index
+        .lines()
+        .find(|l| l.contains("href=\"trace?seconds=1\""))
+        .unwrap_or_else(|| panic!("no trace row: {index}"));
+    assert!(!trace_row.contains("not available"), "{trace_row}");
+
+    let (status, headers, body) = get(&served.url("/debug/pprof/trace?seconds=2"));
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(headers["content-type"], "application/octet-stream");
+    assert!(headers["content-disposition"].contains("attachment"));
+    let file = tmp.path().join("trace.perfetto-trace");
+    std::fs::write(&file, &body).unwrap();
+    let v = common::perfetto_view(&file);
+    assert_eq!(v["unresolved"], 0, "every interned reference resolves");
+    let window = (v["service"]["tracing_disabled"].as_u64().unwrap()
+        - v["service"]["tracing_started"].as_u64().unwrap()) as f64;
+    assert!((window - 2e9).abs() <= 0.1 * 2e9, "window {window} ns");
+    // The sleeper naps 30 ms and 10 ms in turn: its sleeps are there, of those lengths.
+    let threads = v["thread_names"].as_object().expect("thread names by tid");
+    let sleeper = threads
+        .iter()
+        .find(|(_, name)| name.as_str() == Some("sleeper"))
+        .map(|(tid, _)| tid.clone())
+        .unwrap_or_else(|| panic!("no sleeper thread in {threads:?}"));
+    let naps: Vec<f64> = v["sleep_intervals_ns"][&sleeper]
+        .as_array()
+        .expect("the sleeper's sleeps")
+        .iter()
+        .map(|d| d.as_f64().unwrap())
+        .collect();
+    let thirty = naps
+        .iter()
+        .filter(|&&d| (29.9e6..40e6).contains(&d))
+        .count();
+    let ten = naps.iter().filter(|&&d| (9.9e6..15e6).contains(&d)).count();
+    assert!(thirty >= 10 && ten >= 10, "naps of 30 and 10 ms: {naps:?}");
+
+    // Too long for a trace: 400 saying the limit; the agent stays up.
+    let (status, _, body) = get(&served.url("/debug/pprof/trace?seconds=61"));
+    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("60"));
+
+    // A client that gives up after 1 s of a 30 s trace: the recording's programs go soon
+    // after, not 30 s later (the agent itself holds no link while idle).
+    assert_eq!(perf_links(agent), 0, "idle between requests");
+    let out = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "--max-time", "1"])
+        .arg(served.url("/debug/pprof/trace?seconds=30"))
+        .output()
+        .expect("run curl");
+    assert!(!out.status.success(), "curl gave up");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while perf_links(agent) > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the trace kept recording for a client that left"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (status, _, _) = get(&served.url("/debug/pprof/trace?seconds=1"));
+    assert_eq!(status, 200, "the next trace runs");
+}
