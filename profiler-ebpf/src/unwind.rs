@@ -29,11 +29,11 @@ pub const CALL_GRAPH_DWARF: u32 = 1;
 /// yet looked at the process's objects; walked in the kernel otherwise.
 pub const CALL_GRAPH_AUTO: u32 = 2;
 
-/// Code ranges a process's `FP_LESS_CODE` entry holds at most; more objects without frame
-/// pointers than this and user space leaves the entry out (the process is then always copied).
-pub const MAX_CODE_RANGES: usize = 16;
+/// Code ranges a process's `FP_LESS_CODE` entry holds at most (a power of two: the program
+/// searches them by halving); user space merges the closest ranges to fit.
+pub const MAX_CODE_RANGES: usize = 256;
 
-/// `[start, end)` address ranges, `len` of them used.
+/// `[start, end)` address ranges, sorted and disjoint, `len` of them used.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CodeRanges {

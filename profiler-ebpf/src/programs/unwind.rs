@@ -100,23 +100,28 @@ fn wanted(mode: u32, tgid: u32, pc: u64) -> bool {
     let Some(code) = (unsafe { FP_LESS_CODE.get(&tgid) }) else {
         return true;
     };
+    // The last range starting at or below pc, by halving (log2 of MAX_CODE_RANGES + 1 steps).
+    let len = (code.len as usize).min(MAX_CODE_RANGES);
+    let (mut lo, mut hi) = (0usize, len);
     let mut i = 0;
-    while i < MAX_CODE_RANGES {
-        if i >= code.len as usize {
+    while i < 9 {
+        if lo >= hi {
             break;
         }
-        let [start, end] = code.ranges[i];
-        if pc >= start && pc < end {
-            return true;
+        let mid = (lo + hi) / 2;
+        if code.ranges[mid & (MAX_CODE_RANGES - 1)][0] <= pc {
+            lo = mid + 1;
+        } else {
+            hi = mid;
         }
         i += 1;
     }
-    false
+    lo > 0 && pc < code.ranges[(lo - 1) & (MAX_CODE_RANGES - 1)][1]
 }
 
 /// Reads up to `size` bytes of user stack from `sp` into `dst`. A stack whose top (its mapping's
 /// end) is nearer than `size` fails a read of the whole size, so the last readable page
-/// boundary is found by halving and the shorter copy is read. Returns the bytes read.
+/// boundary is found by probing page by page and the shorter copy is read. Returns the bytes read.
 #[inline(always)]
 fn read_stack(dst: *mut u8, sp: u64, size: u32, counters: &PerCpuArray<u64>) -> Option<u32> {
     let size = bounded(size);
@@ -132,23 +137,20 @@ fn read_stack(dst: *mut u8, sp: u64, size: u32, counters: &PerCpuArray<u64>) -> 
     if first >= end {
         return None;
     }
-    // Invariant: [sp, first + lo·PAGE) is readable, the boundary first + hi·PAGE is not.
+    // Pages are probed upwards, one 8-byte read each, until one fails: a halving search
+    // would be misled by a readable mapping above a gap (the vdso often sits just above the
+    // main thread's stack). At most 16 probes for 64 KiB.
+    let pages = (end - first).div_ceil(PAGE);
     let mut lo = 0u64;
-    let mut hi = (end - first).div_ceil(PAGE);
-    let mut i = 0;
-    // 64 KiB is 16 pages: 5 halvings always suffice.
-    while i < 6 {
-        if hi - lo <= 1 {
+    while lo < (MAX_STACK_COPY as u64 / PAGE) {
+        if lo + 1 >= pages {
             break;
         }
-        let mid = (lo + hi) / 2;
         // SAFETY: an 8-byte probe read of a user address.
-        if unsafe { bpf_probe_read_user((first + mid * PAGE - 8) as *const u64) }.is_ok() {
-            lo = mid;
-        } else {
-            hi = mid;
+        if unsafe { bpf_probe_read_user((first + (lo + 1) * PAGE - 8) as *const u64) }.is_err() {
+            break;
         }
-        i += 1;
+        lo += 1;
     }
     let n = bounded((first + lo * PAGE - sp) as u32);
     bump(counters, C::CopyShrunk as u32);

@@ -364,9 +364,8 @@ impl Session {
             .unwrap_or_else(|| format!("pid {pid}"))
     }
 
-    /// `auto`: tells the kernel, per process, the code ranges of its objects without frame
-    /// pointers, whenever its known mappings changed. A process with more such ranges than an
-    /// entry holds is left out, so all its samples are copied.
+    /// `auto`: tells the kernel, per process, the code of its objects without frame pointers
+    /// (at most `MAX_CODE_RANGES` ranges), whenever its known mappings changed.
     fn publish_fp_less_code(&mut self, pids: &HashSet<u32>) {
         let Some(map) = self.fp_less.as_mut() else {
             return;
@@ -380,11 +379,9 @@ impl Session {
                 continue;
             }
             self.fp_less_seen.insert(pid, vmas);
-            let ranges = self.unwinder.fp_less_code(pid, &process.maps);
-            if ranges.len() > MAX_CODE_RANGES {
-                let _ = map.remove(&pid);
-                continue;
-            }
+            let ranges = self
+                .unwinder
+                .fp_less_code(pid, &process.maps, MAX_CODE_RANGES);
             let mut entry = CodeRanges {
                 len: ranges.len() as u32,
                 _pad: 0,

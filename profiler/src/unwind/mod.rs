@@ -449,10 +449,12 @@ impl Unwinder {
             .fp += samples;
     }
 
-    /// The code ranges of `pid`'s objects that keep no frame pointers (merged, sorted): where
-    /// `auto` copies stacks. Objects that cannot be read are left out (nothing better than
+    /// The code of `pid`'s objects without frame pointers, as at most `max` sorted, disjoint
+    /// address ranges: where `auto` copies stacks. Runs closer together than the rest are
+    /// merged until `max` remain (the frame-pointer code between them is then copied too:
+    /// dearer, never wrong). Objects that cannot be read are left out (nothing better than
     /// frame pointers is possible for them).
-    pub fn fp_less_code(&mut self, pid: u32, maps: &ProcessMaps) -> Vec<Range<u64>> {
+    pub fn fp_less_code(&mut self, pid: u32, maps: &ProcessMaps, max: usize) -> Vec<Range<u64>> {
         self.sync(pid, maps);
         let mut ranges: Vec<Range<u64>> = Vec::new();
         for vma in maps.vmas() {
@@ -460,19 +462,16 @@ impl Unwinder {
             let Some(object) = self.object(path) else {
                 continue;
             };
-            if !object.frame_pointers {
-                ranges.push(vma.start..vma.end);
+            let bias = object.bias(vma.start, vma.file_offset, vma.end - vma.start);
+            for run in &object.fp_less {
+                let start = run.start.wrapping_add(bias).max(vma.start);
+                let end = run.end.wrapping_add(bias).min(vma.end);
+                if start < end {
+                    ranges.push(start..end);
+                }
             }
         }
-        ranges.sort_by_key(|r| r.start);
-        let mut merged: Vec<Range<u64>> = Vec::new();
-        for r in ranges {
-            match merged.last_mut() {
-                Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
-                _ => merged.push(r),
-            }
-        }
-        merged
+        merge_ranges(ranges, max)
     }
 
     /// Forgets the unwinders of processes not in `keep` (exited ones the session forgot).
@@ -485,9 +484,59 @@ impl Unwinder {
     }
 }
 
+/// Sorts and merges overlapping ranges, then closes the smallest gaps until at most `max`
+/// ranges remain.
+fn merge_ranges(mut ranges: Vec<Range<u64>>, max: usize) -> Vec<Range<u64>> {
+    ranges.sort_by_key(|r| r.start);
+    let mut merged: Vec<Range<u64>> = Vec::new();
+    for r in ranges {
+        match merged.last_mut() {
+            Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
+            _ => merged.push(r),
+        }
+    }
+    if merged.len() <= max || max == 0 {
+        return merged;
+    }
+    // Close the (len - max) smallest gaps: every gap below the cut, and enough of those equal
+    // to it.
+    let mut gaps: Vec<u64> = merged.windows(2).map(|w| w[1].start - w[0].end).collect();
+    gaps.sort_unstable();
+    let cut = gaps[merged.len() - max - 1];
+    let mut closable = merged.len() - max - gaps.iter().filter(|&&g| g < cut).count();
+    let mut out: Vec<Range<u64>> = Vec::with_capacity(max);
+    for r in merged {
+        match out.last_mut() {
+            Some(last) if r.start - last.end < cut => last.end = r.end,
+            Some(last) if r.start - last.end == cut && closable > 0 => {
+                closable -= 1;
+                last.end = r.end;
+            }
+            _ => out.push(r),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ranges_merge_down_to_the_limit_closing_the_smallest_gaps() {
+        let r = |a: u64, b: u64| a..b;
+        assert_eq!(
+            merge_ranges(vec![r(30, 40), r(0, 10), r(5, 12)], 8),
+            vec![r(0, 12), r(30, 40)]
+        );
+        // Gaps 8, 2, 2, 20: two merges close the two gaps of 2.
+        let four = vec![r(0, 10), r(18, 20), r(22, 30), r(32, 40), r(60, 70)];
+        assert_eq!(
+            merge_ranges(four.clone(), 3),
+            vec![r(0, 10), r(18, 40), r(60, 70)]
+        );
+        assert_eq!(merge_ranges(four, 1), vec![r(0, 70)]);
+    }
 
     #[inline(never)]
     fn unwind_me_inner(size: usize) -> StackCopy {

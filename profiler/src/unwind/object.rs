@@ -11,9 +11,6 @@ use gimli::{BaseAddresses, CallFrameInstruction, CieOrFde, EhFrame, LittleEndian
 use memmap2::Mmap;
 use object::{Object as _, ObjectSection as _, ObjectSegment as _, SegmentFlags};
 
-/// FDEs looked at to decide whether an object keeps frame pointers: enough for a verdict,
-/// bounded for very large binaries.
-const FDES_SAMPLED: usize = 4096;
 /// Functions shorter than this (PLT stubs, trampolines, tiny leaves) never set up a frame,
 /// whatever the compiler flags: they say nothing about the object.
 const MIN_FUNCTION_BYTES: u64 = 32;
@@ -69,8 +66,10 @@ pub struct ObjectUnwind {
     got_svma: Option<Range<u64>>,
     segments: Vec<Segment>,
     pub cfi: Cfi,
-    /// Whether most of its functions set up a frame pointer (see `keeps_frame_pointers`).
+    /// Whether most of its functions set up a frame pointer (see `FramePointers`).
     pub frame_pointers: bool,
+    /// Its code without frame pointers, as sorted address runs (object addresses).
+    pub fp_less: Vec<Range<u64>>,
 }
 
 impl ObjectUnwind {
@@ -123,10 +122,13 @@ impl ObjectUnwind {
             (None, Some(_)) => Cfi::DebugFrame,
             (None, None) => Cfi::None,
         };
-        let frame_pointers = match &eh_frame {
-            Some((svma, file)) => keeps_frame_pointers(&map[file.clone()], svma.start),
+        let fp = match &eh_frame {
+            Some((svma, file)) => FramePointers::read(&map[file.clone()], svma.start),
             // No tables: nothing but frame pointers can walk it anyway.
-            None => true,
+            None => FramePointers {
+                object: true,
+                fp_less: Vec::new(),
+            },
         };
         Some(ObjectUnwind {
             eh_frame,
@@ -136,7 +138,8 @@ impl ObjectUnwind {
             got_svma: svma(".got"),
             segments,
             cfi,
-            frame_pointers,
+            frame_pointers: fp.object,
+            fp_less: fp.fp_less,
             map,
         })
     }
@@ -195,47 +198,77 @@ const FP_REGISTER: u16 = 6; // rbp
 #[cfg(target_arch = "aarch64")]
 const FP_REGISTER: u16 = 29; // x29
 
-/// Whether an object's code keeps frame pointers, read from its CFI: a function that sets up
-/// a frame pointer says so in its FDE (x86_64: the CFA becomes rbp-based, `DW_CFA_def_cfa_register
+/// Which code of an object keeps frame pointers, read from its CFI: a function that sets up a
+/// frame pointer says so in its FDE (x86_64: the CFA becomes rbp-based, `DW_CFA_def_cfa_register
 /// rbp`; aarch64: x29 is saved as part of the frame record, or the CFA becomes x29-based). Code
-/// built with `-fno-omit-frame-pointer` / `-C force-frame-pointers=yes` does this in nearly
-/// every non-trivial function; `gcc -O2` and Debian's glibc in few (only where they need a
-/// variable-sized frame). Two thirds of the non-trivial functions is the line: it decides per
-/// object what the code generator did, which file names or build flags recorded elsewhere
-/// cannot be trusted to say.
-pub fn keeps_frame_pointers(eh_frame: &[u8], eh_frame_svma: u64) -> bool {
-    let section = EhFrame::new(eh_frame, LittleEndian);
-    let bases = BaseAddresses::default().set_eh_frame(eh_frame_svma);
-    let mut entries = section.entries(&bases);
-    let (mut with_fp, mut functions) = (0usize, 0usize);
-    while functions < FDES_SAMPLED {
-        let Ok(Some(entry)) = entries.next() else {
-            break;
-        };
-        let CieOrFde::Fde(partial) = entry else {
-            continue;
-        };
-        let Ok(fde) = partial.parse(EhFrame::cie_from_offset) else {
-            continue;
-        };
-        if fde.len() < MIN_FUNCTION_BYTES {
-            continue;
-        }
-        functions += 1;
-        let mut instructions = fde.instructions(&section, &bases);
-        while let Ok(Some(i)) = instructions.next() {
-            let sets_up_fp = match i {
-                CallFrameInstruction::DefCfa { register, .. }
-                | CallFrameInstruction::DefCfaRegister { register } => register.0 == FP_REGISTER,
-                #[cfg(target_arch = "aarch64")]
-                CallFrameInstruction::Offset { register, .. } => register.0 == FP_REGISTER,
-                _ => false,
+/// built with `-fno-omit-frame-pointer` / `-C force-frame-pointers=yes` does this in every
+/// function; `gcc -O2` code and Debian's glibc in few (only where they need a variable-sized
+/// frame). The CFI says what the code generator did, function by function, which file names or
+/// build flags recorded elsewhere cannot be trusted to say: a Rust binary built without frame
+/// pointers still links a standard library built with them.
+pub struct FramePointers {
+    /// Whether at least two thirds of its non-trivial functions keep them (for the report).
+    pub object: bool,
+    /// Runs of functions without them, sorted: consecutive such functions (by address) with
+    /// no frame-pointer function between them form one run.
+    pub fp_less: Vec<Range<u64>>,
+}
+
+impl FramePointers {
+    pub fn read(eh_frame: &[u8], eh_frame_svma: u64) -> Self {
+        let section = EhFrame::new(eh_frame, LittleEndian);
+        let bases = BaseAddresses::default().set_eh_frame(eh_frame_svma);
+        let mut entries = section.entries(&bases);
+        let mut functions: Vec<(Range<u64>, bool)> = Vec::new();
+        while let Ok(Some(entry)) = entries.next() {
+            let CieOrFde::Fde(partial) = entry else {
+                continue;
             };
-            if sets_up_fp {
-                with_fp += 1;
-                break;
+            let Ok(fde) = partial.parse(EhFrame::cie_from_offset) else {
+                continue;
+            };
+            let mut with_fp = false;
+            let mut instructions = fde.instructions(&section, &bases);
+            while let Ok(Some(i)) = instructions.next() {
+                with_fp = match i {
+                    CallFrameInstruction::DefCfa { register, .. }
+                    | CallFrameInstruction::DefCfaRegister { register } => {
+                        register.0 == FP_REGISTER
+                    }
+                    #[cfg(target_arch = "aarch64")]
+                    CallFrameInstruction::Offset { register, .. } => register.0 == FP_REGISTER,
+                    _ => false,
+                };
+                if with_fp {
+                    break;
+                }
+            }
+            let start = fde.initial_address();
+            functions.push((start..start + fde.len(), with_fp));
+        }
+        let sized = functions
+            .iter()
+            .filter(|(r, _)| r.end - r.start >= MIN_FUNCTION_BYTES);
+        let (with_fp, total) = sized.fold((0usize, 0usize), |(f, t), (_, fp)| {
+            (f + usize::from(*fp), t + 1)
+        });
+        functions.sort_by_key(|(r, _)| r.start);
+        let mut fp_less: Vec<Range<u64>> = Vec::new();
+        let mut open = false;
+        for (range, fp) in functions {
+            if fp {
+                open = false;
+            } else if open {
+                let last = fp_less.last_mut().expect("an open run");
+                last.end = last.end.max(range.end);
+            } else {
+                fp_less.push(range);
+                open = true;
             }
         }
+        FramePointers {
+            object: total > 0 && with_fp * 3 >= total * 2,
+            fp_less,
+        }
     }
-    functions > 0 && with_fp * 3 >= functions * 2
 }
