@@ -13,7 +13,7 @@ mod object;
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use framehop::{CacheNative, MayAllocateDuringUnwind, Module, Unwinder as _, UnwinderNative};
@@ -91,7 +91,7 @@ pub struct CallGraph {
 
 impl CallGraph {
     pub fn new(mode: CallGraphMode, stack_size: u32) -> Result<Self, UnwindError> {
-        if stack_size == 0 || stack_size > MAX_STACK_SIZE || stack_size % 8 != 0 {
+        if stack_size == 0 || stack_size > MAX_STACK_SIZE || !stack_size.is_multiple_of(8) {
             return Err(UnwindError::StackSize(stack_size));
         }
         Ok(CallGraph { mode, stack_size })
@@ -327,9 +327,9 @@ impl Unwinder {
         u
     }
 
-    fn object(&mut self, path: &PathBuf) -> Option<Arc<ObjectUnwind>> {
+    fn object(&mut self, path: &Path) -> Option<Arc<ObjectUnwind>> {
         self.objects
-            .entry(path.clone())
+            .entry(path.to_path_buf())
             .or_insert_with(|| ObjectUnwind::open(path).map(Arc::new))
             .clone()
     }

@@ -103,18 +103,18 @@ impl ObjectUnwind {
         let svma = |name: &str| section(name).map(|(a, _)| a);
         let segments = elf
             .segments()
-            .filter_map(|s| {
+            .map(|s| {
                 let (offset, size) = s.file_range();
                 let executable = match s.flags() {
                     SegmentFlags::Elf { p_flags } => p_flags & object::elf::PF_X != 0,
                     _ => false,
                 };
-                Some(Segment {
+                Segment {
                     offset,
                     size,
                     vaddr: s.address(),
                     executable,
-                })
+                }
             })
             .collect();
         let cfi = match (&eh_frame, &debug_frame) {
