@@ -211,9 +211,10 @@ for round in $(seq 1 "$ROUNDS"); do
     if [ ${#rec[@]} -gt 0 ] || [ "$mode" = watch ] || [ "$mode" = trace ]; then
       kernel="$(awk '/in kernel:/ { if (match($0, /[0-9.]+% of one core/)) s += substr($0, RSTART, RLENGTH - 13) } END { printf "%.2f", s }' "$WORK/rec.err")"
     fi
-    # Stack copies: how many, their bandwidth, and any sample lost to a full ring.
+    # Stack copies: how many, their bandwidth, samples the full ring sent back to the kernel
+    # walk, and samples lost.
     if [ ${#rec[@]} -gt 0 ]; then
-      grep -h -e 'call graph:' -e 'lost:' "$WORK/rec.err" | sed "s/^ */    $mode /" >&2 || true
+      grep -h -e 'call graph:' -e 'lost:' -e 'copies:' -e 'samples:' "$WORK/rec.err" | sed "s/^ */    $mode /" >&2 || true
     fi
     # File size per second of capture (from the recorder's start to its end).
     file_rate="-"

@@ -58,7 +58,7 @@ counters! {
         /// The user stack was copied and the sample sent to the collector's copy ring (see
         /// `unwind`): both its user-stack and its count outcome.
         Copied = "copied",
-        /// The copy ring was full: the sample is lost (a user-stack and a count outcome).
+        /// The copy ring was full: walked in the kernel instead (extra).
         CopyRingFull = "copy_ring_full",
         /// The user registers could not be read: walked in the kernel instead (extra).
         CopyRegsError = "copy_regs_error",

@@ -29,8 +29,8 @@ pub const CALL_GRAPH_DWARF: u32 = 1;
 /// yet looked at the process's objects; walked in the kernel otherwise.
 pub const CALL_GRAPH_AUTO: u32 = 2;
 
-/// Code ranges a process's `FP_LESS_CODE` entry holds at most (a power of two: the program
-/// searches them by halving); user space merges the closest ranges to fit.
+/// Code ranges a process's `FP_LESS_CODE` entry holds at most (the program scans them in
+/// order, stopping at the first above the pc); user space merges the closest ranges to fit.
 pub const MAX_CODE_RANGES: usize = 256;
 
 /// `[start, end)` address ranges, sorted and disjoint, `len` of them used.

@@ -55,7 +55,7 @@ pub fn sample(
     }
     count(C::TargetSamples);
     let tid = ctx.pid();
-    if let Copy::Sent | Copy::RingFull = copy_stack(ctx, tgid, tid, copies, counters) {
+    if let Copy::Sent = copy_stack(ctx, tgid, tid, copies, counters) {
         comm_outcome(tid, counters);
         return;
     }

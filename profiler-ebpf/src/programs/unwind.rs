@@ -43,9 +43,8 @@ pub enum Copy {
     NotWanted,
     /// Sent to the ring (counted `copied`).
     Sent,
-    /// The ring was full: the sample is lost (counted `copy_ring_full`).
-    RingFull,
-    /// Registers or stack unreadable (counted): walk it in the kernel instead.
+    /// Registers or stack unreadable, or the ring full (counted): walk it in the kernel
+    /// instead.
     Fallback,
 }
 
@@ -88,7 +87,10 @@ fn user_regs() -> Option<[u64; 4]> {
 
 /// Whether the mode wants this sample's stack copied: always with `dwarf`; with `auto` when
 /// `pc` lies in code without frame pointers, or user space has not looked at the process yet.
-#[inline(always)]
+// Not inlined, like the other loops here: a BPF-to-BPF call returns one scalar, so the verifier
+// does not carry every loop state into the rest of the program (inlined, it took 0.5 s to
+// verify the cpu program instead of 20 ms).
+#[inline(never)]
 fn wanted(mode: u32, tgid: u32, pc: u64) -> bool {
     if mode == CALL_GRAPH_DWARF {
         return true;
@@ -100,23 +102,25 @@ fn wanted(mode: u32, tgid: u32, pc: u64) -> bool {
     let Some(code) = (unsafe { FP_LESS_CODE.get(&tgid) }) else {
         return true;
     };
-    // The last range starting at or below pc, by halving (log2 of MAX_CODE_RANGES + 1 steps).
+    // A linear scan of the sorted ranges, stopping at the first that starts above pc: a search
+    // by halving branches both ways at every step, and the verifier walked all 2^9 paths (a
+    // second to load); this loop has one state per step. Processes have a few dozen ranges.
     let len = (code.len as usize).min(MAX_CODE_RANGES);
-    let (mut lo, mut hi) = (0usize, len);
     let mut i = 0;
-    while i < 9 {
-        if lo >= hi {
+    while i < MAX_CODE_RANGES {
+        if i >= len {
             break;
         }
-        let mid = (lo + hi) / 2;
-        if code.ranges[mid & (MAX_CODE_RANGES - 1)][0] <= pc {
-            lo = mid + 1;
-        } else {
-            hi = mid;
+        let [start, end] = code.ranges[i];
+        if pc < start {
+            break;
+        }
+        if pc < end {
+            return true;
         }
         i += 1;
     }
-    lo > 0 && pc < code.ranges[(lo - 1) & (MAX_CODE_RANGES - 1)][1]
+    false
 }
 
 /// Reads up to `size` bytes of user stack from `sp` into `dst`. A stack whose top (its mapping's
@@ -171,8 +175,8 @@ fn add(counters: &PerCpuArray<u64>, index: u32, n: u64) {
 
 /// Copies the sample's user registers and stack, and its kernel stack, into a record sent
 /// through `ring`, when the call-graph mode wants it. Counts the outcome in `counters`
-/// (`CpuCounter`), the kernel-stack outcome included when a record is built.
-#[inline(always)]
+/// (`CpuCounter`), the kernel-stack outcome included when the record was sent.
+#[inline(never)]
 pub fn copy_stack<Ctx: EbpfContext>(
     ctx: &Ctx,
     tgid: u32,
@@ -217,17 +221,14 @@ pub fn copy_stack<Ctx: EbpfContext>(
             0,
         )
     };
-    let kernel_len = if k > 0 {
-        bump(counters, C::KernelStack as u32);
-        (k as usize / 8).min(MAX_STACK_DEPTH) as u32
+    // Its outcome is counted once the record is sent: a sample the ring cannot take is walked
+    // in the kernel instead, and counts the kernel stack there.
+    let (kernel_len, kernel_outcome) = if k > 0 {
+        ((k as usize / 8).min(MAX_STACK_DEPTH) as u32, C::KernelStack)
+    } else if k == 0 || k == -EFAULT {
+        (0, C::KernelStackAbsent)
     } else {
-        let outcome = if k == 0 || k == -EFAULT {
-            C::KernelStackAbsent
-        } else {
-            C::KernelStackError
-        };
-        bump(counters, outcome as u32);
-        0
+        (0, C::KernelStackError)
     };
     record.header.tgid = tgid;
     record.header.tid = tid;
@@ -240,13 +241,14 @@ pub fn copy_stack<Ctx: EbpfContext>(
         unsafe { core::slice::from_raw_parts((record as *const CopyRecord).cast::<u8>(), total) };
     match ring.output::<[u8]>(bytes, 0) {
         Ok(()) => {
+            bump(counters, kernel_outcome as u32);
             bump(counters, C::Copied as u32);
             add(counters, C::CopyBytes as u32, n as u64);
             Copy::Sent
         }
         Err(_) => {
             bump(counters, C::CopyRingFull as u32);
-            Copy::RingFull
+            Copy::Fallback
         }
     }
 }

@@ -255,7 +255,8 @@ impl CopyRing {
 
     /// Bytes for the copies of `per_cpu_hz` events per CPU over a drain interval, with the
     /// maps' margin (see `Sizing::entries_per_interval`): a power of two (the kernel's rule),
-    /// at most 64 MiB of locked memory. What still does not fit is counted (`copy_ring_full`).
+    /// at most 64 MiB of locked memory. What still does not fit is counted (`copy_ring_full`)
+    /// and walked with frame pointers instead.
     pub(super) fn bytes(&self, sizing: &Sizing, per_cpu_hz: u64) -> u32 {
         if !self.call_graph.copies() {
             return 4096;
@@ -334,7 +335,7 @@ fn parse_copy(bytes: &[u8]) -> Option<Drained> {
 
 /// The invariant of a perf-event sampler (`CpuCounter` outcomes): every sample taken ends in
 /// one user-stack, one kernel-stack and one count outcome (a copied sample's user-stack and
-/// count outcome are both `copied` or `copy_ring_full`).
+/// count outcome are both `copied`).
 pub(super) fn sample_invariants(name: &str, counters: &Counters) -> Vec<String> {
     let get = |n: &str| {
         counters
@@ -353,7 +354,6 @@ pub(super) fn sample_invariants(name: &str, counters: &Counters) -> Vec<String> 
                 "user_stack_map_full",
                 "user_stack_error",
                 "copied",
-                "copy_ring_full",
             ]),
         ),
         (
@@ -367,13 +367,7 @@ pub(super) fn sample_invariants(name: &str, counters: &Counters) -> Vec<String> 
         ),
         (
             "count",
-            sum(&[
-                "counted",
-                "counts_full",
-                "counts_error",
-                "copied",
-                "copy_ring_full",
-            ]),
+            sum(&["counted", "counts_full", "counts_error", "copied"]),
         ),
     ];
     groups

@@ -151,7 +151,7 @@ impl fmt::Display for Summary {
             if ring_full > 0 {
                 writeln!(
                     f,
-                    "  lost:         {ring_full} samples ({:.1}%): the stack-copy ring was full; record at a lower -F or --stack-size",
+                    "  copies:       {ring_full} samples ({:.1}%) found the stack-copy ring full and were walked with frame pointers instead; record at a lower -F or --stack-size",
                     pct(ring_full, info.counter("cpu", "target_samples"))
                 )?;
             }
