@@ -30,11 +30,16 @@ Modes (MODES, space-separated; default "none profiler-99 profiler-999 perf-99 pe
   plain         the server built without the heap-sampler, nothing attached (the sampler's
                 idle cost is none against plain)
   profiler-99   profiler record -F 99            profiler-999   profiler record -F 999
+                (the default --call-graph auto)
+  fp-99         profiler record --call-graph fp -F 99      fp-999     ... -F 999
+  dwarf-99      profiler record --call-graph dwarf -F 99   dwarf-999  ... -F 999
   offcpu        profiler record --offcpu         wall           profiler record --cpu --offcpu
   heap          profiler record --heap (the heap-sampler's probes)
   heap-uprobes  the plain server, profiler record --heap (uprobes on libc malloc and free)
   faults        profiler record --page-faults
   perf-99       perf record -g -F 99             perf-999       perf record -g -F 999
+  perf-dwarf-99 perf record --call-graph dwarf -F 99 (8 KiB copies, perf's default)
+  perf-dwarf-999
   watch         profiler watch (1 s lines)       trace          profiler trace (999 Hz), its
                                                                 window covering the run
   perf-sched    perf sched record -a (the sched tracepoints of the whole machine)
@@ -49,6 +54,7 @@ Examples:
   sudo MODES="none plain heap heap-uprobes faults" scripts/bench-overhead.sh 5 10
   sudo CONNECTIONS=16 PORT=5077 WARM_SECS=5 scripts/bench-overhead.sh 5 15
   sudo MODES="none watch trace perf-sched" scripts/bench-overhead.sh 5 10
+  sudo MODES="none fp-99 dwarf-99 profiler-99 perf-dwarf-99 dwarf-999" scripts/bench-overhead.sh 5 8
 EOF
 }
 
@@ -66,6 +72,7 @@ needs_plain=""
 for mode in "${MODE_LIST[@]}"; do
   case "$mode" in
     none | profiler-99 | profiler-999 | offcpu | wall | heap | faults | perf-99 | perf-999) ;;
+    fp-99 | fp-999 | dwarf-99 | dwarf-999 | perf-dwarf-99 | perf-dwarf-999) ;;
     watch | trace | perf-sched) ;;
     plain | heap-uprobes) needs_plain=1 ;;
     *) bad_usage "unknown mode '$mode'; see --help for the list" ;;
@@ -142,6 +149,7 @@ for round in $(seq 1 "$ROUNDS"); do
     rec=()
     case "$mode" in
       profiler-*) rec=("$PROFILER" record -F "${mode##*-}") ;;
+      fp-* | dwarf-*) rec=("$PROFILER" record --call-graph "${mode%-*}" -F "${mode##*-}") ;;
       offcpu) rec=("$PROFILER" record --offcpu) ;;
       wall) rec=("$PROFILER" record --cpu --offcpu) ;;
       heap | heap-uprobes) rec=("$PROFILER" record --heap) ;;
@@ -165,6 +173,9 @@ for round in $(seq 1 "$ROUNDS"); do
     elif [ "$mode" = perf-sched ]; then
       file="$WORK/perf.data"
       perf sched record -a -o "$file" >"$WORK/rec.out" 2>"$WORK/rec.err" &
+      recorder_pid=$!
+    elif [[ "$mode" == perf-dwarf-* ]]; then
+      perf record -q -e cpu-clock -F "${mode##*-}" --call-graph dwarf -p "$pid" -o "$WORK/perf.data" >"$WORK/rec.out" 2>"$WORK/rec.err" &
       recorder_pid=$!
     elif [[ "$mode" == perf-* ]]; then
       perf record -q -F "${mode##*-}" -g -p "$pid" -o "$WORK/perf.data" >"$WORK/rec.out" 2>"$WORK/rec.err" &
@@ -199,6 +210,11 @@ for round in $(seq 1 "$ROUNDS"); do
     kernel="-"
     if [ ${#rec[@]} -gt 0 ] || [ "$mode" = watch ] || [ "$mode" = trace ]; then
       kernel="$(awk '/in kernel:/ { if (match($0, /[0-9.]+% of one core/)) s += substr($0, RSTART, RLENGTH - 13) } END { printf "%.2f", s }' "$WORK/rec.err")"
+    fi
+    # Stack copies: how many, their bandwidth, samples the full ring sent back to the kernel
+    # walk, and samples lost.
+    if [ ${#rec[@]} -gt 0 ]; then
+      grep -h -e 'call graph:' -e 'lost:' -e 'copies:' -e 'samples:' "$WORK/rec.err" | sed "s/^ */    $mode /" >&2 || true
     fi
     # File size per second of capture (from the recorder's start to its end).
     file_rate="-"
@@ -285,10 +301,12 @@ if file_rate:
             print(f"{mode:<14}{v / 1024:>10.0f} KiB/s  ({min(file_rate[mode]) / 1024:.0f}..{max(file_rate[mode]) / 1024:.0f})")
     print()
 for rate in ("99", "999"):
-    p, q = f"profiler-{rate}", f"perf-{rate}"
-    if p in loss_tp and q in loss_tp:
-        print(f"{rate} Hz vs perf record -g: throughput loss {loss_tp[p]:.2f}% vs {loss_tp[q]:.2f}% ({'less' if loss_tp[p] < loss_tp[q] else 'NOT less'}); "
-              f"CPU cost {cost[p]:.2f}% vs {cost[q]:.2f}% ({'less' if cost[p] < cost[q] else 'NOT less'})")
+    for p, q, what in ((f"profiler-{rate}", f"perf-{rate}", "perf record -g"),
+                       (f"dwarf-{rate}", f"perf-dwarf-{rate}", "perf record --call-graph dwarf"),
+                       (f"profiler-{rate}", f"perf-dwarf-{rate}", "perf record --call-graph dwarf")):
+        if p in loss_tp and q in loss_tp:
+            print(f"{p} vs {what} at {rate} Hz: throughput loss {loss_tp[p]:.2f}% vs {loss_tp[q]:.2f}% ({'less' if loss_tp[p] < loss_tp[q] else 'NOT less'}); "
+                  f"CPU cost {cost[p]:.2f}% vs {cost[q]:.2f}% ({'less' if cost[p] < cost[q] else 'NOT less'})")
 if "profiler-99" in own:
     cpu99 = med(own["profiler-99"])
     print(f"profiler own CPU at 99 Hz: {cpu99:.2f}% of one core (target < 1%): {'met' if cpu99 < 1 else 'NOT MET'}")

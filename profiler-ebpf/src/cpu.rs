@@ -1,6 +1,7 @@
 //! The on-CPU collector's kernel types: a software cpu-clock perf event per online CPU runs
 //! the `cpu` program, which counts samples per (thread, user stack, kernel stack) in the
-//! active `CPU_COUNTS` map.
+//! active `CPU_COUNTS` map; with `--call-graph dwarf|auto` a sample may instead be sent, with a
+//! copy of its user stack, through `CPU_COPIES` (see `unwind`).
 
 use crate::counters;
 
@@ -8,6 +9,8 @@ use crate::counters;
 pub const CPU_PROGRAM: &str = "cpu";
 /// `HashMap<CpuKey, u64>`: samples per key, one map per set.
 pub const CPU_COUNTS: [&str; 2] = ["CPU_COUNTS_0", "CPU_COUNTS_1"];
+/// `RingBuf` of `unwind::CopyHeader` + stack bytes: samples to unwind in user space.
+pub const CPU_COPIES: &str = "CPU_COPIES";
 /// `PerCpuArray<u64>` indexed by `CpuCounter`.
 pub const CPU_COUNTERS: &str = "CPU_COUNTERS";
 
@@ -52,6 +55,19 @@ counters! {
         CountsFull = "counts_full",
         /// Another insert error: the sample is lost.
         CountsError = "counts_error",
+        /// The user stack was copied and the sample sent to the collector's copy ring (see
+        /// `unwind`): both its user-stack and its count outcome.
+        Copied = "copied",
+        /// The copy ring was full: walked in the kernel instead (extra).
+        CopyRingFull = "copy_ring_full",
+        /// The user registers could not be read: walked in the kernel instead (extra).
+        CopyRegsError = "copy_regs_error",
+        /// The user stack could not be read: walked in the kernel instead (extra).
+        CopyReadFault = "copy_read_fault",
+        /// The stack ends before the asked size: a shorter copy was sent (extra).
+        CopyShrunk = "copy_shrunk",
+        /// Bytes of user stack copied, in all (extra; not a count of samples).
+        CopyBytes = "copy_bytes",
         /// The thread-name map was full: the thread keeps a numeric label only.
         CommsFull = "comms_full",
         /// `bpf_get_current_comm` failed: the thread keeps a numeric label only.

@@ -6,5 +6,7 @@
 pub const FAULTS_PROGRAM: &str = "page_faults";
 /// `HashMap<CpuKey, u64>`: faults per key, one map per set.
 pub const FAULT_COUNTS: [&str; 2] = ["FAULT_COUNTS_0", "FAULT_COUNTS_1"];
+/// `RingBuf` of stack copies, as `cpu::CPU_COPIES`.
+pub const FAULT_COPIES: &str = "FAULT_COPIES";
 /// `PerCpuArray<u64>` indexed by `CpuCounter`.
 pub const FAULT_COUNTERS: &str = "FAULT_COUNTERS";

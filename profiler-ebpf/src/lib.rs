@@ -17,6 +17,7 @@ pub mod sched;
 pub mod stacks;
 pub mod targets;
 pub mod timeline;
+pub mod unwind;
 
 /// A thread's command name as the kernel keeps it (NUL-padded, at most 15 bytes + NUL).
 #[repr(C)]

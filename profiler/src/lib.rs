@@ -11,4 +11,5 @@ pub mod render;
 pub mod serve;
 pub mod symbolize;
 pub mod trace;
+pub mod unwind;
 pub mod watch;

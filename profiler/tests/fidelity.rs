@@ -490,8 +490,9 @@ fn assert_renderings_describe_recording(svg: &Path, folded: &Path, pid: u32, sam
     );
 }
 
-/// A C program built with `gcc -O2` keeps no frame pointers: its stacks stop early, and the
-/// capture and the summary must say so (per program) instead of calling them whole.
+/// A C program built with `gcc -O2` keeps no frame pointers: walked with frame pointers only
+/// (`--call-graph fp`) its stacks stop early, and the capture and the summary must say so (per
+/// program) instead of calling them whole. (The default unwinds them: tests/unwind.rs.)
 #[test]
 fn stacks_without_frame_pointers_are_reported_cut() {
     require_root();
@@ -502,6 +503,8 @@ fn stacks_without_frame_pointers_are_reported_cut() {
     let out = record(&[
         "-F",
         "99",
+        "--call-graph",
+        "fp",
         "-o",
         cap.to_str().unwrap(),
         "--",
@@ -511,6 +514,8 @@ fn stacks_without_frame_pointers_are_reported_cut() {
     let p = load(&cap);
     let info = RecordingInfo::from_comments(&p.comments).expect("recording metadata");
     let program = exe.file_name().unwrap().to_string_lossy().into_owned();
+    assert_eq!(info.counter("cpu", "copied"), 0, "fp mode copied stacks");
+    assert_eq!(info.unwind.by_program[&program].unwinder(), "fp");
     let h = info
         .health
         .by_program

@@ -5,7 +5,7 @@ use aya_ebpf::{
     EbpfContext as _,
     bindings::{BPF_F_USER_STACK, BPF_NOEXIST},
     macros::{map, perf_event},
-    maps::{HashMap, PerCpuArray},
+    maps::{HashMap, PerCpuArray, RingBuf},
     programs::PerfEventContext,
 };
 use profiler_ebpf::{
@@ -13,28 +13,39 @@ use profiler_ebpf::{
     stacks::NO_STACK,
 };
 
+use super::unwind::{Copy, copy_stack};
 use super::{CommOutcome, Stack, active_set, bump, is_target, remember_comm, take_stack};
 
 #[map]
 static CPU_COUNTS_0: HashMap<CpuKey, u64> = HashMap::with_max_entries(1, 0);
 #[map]
 static CPU_COUNTS_1: HashMap<CpuKey, u64> = HashMap::with_max_entries(1, 0);
+// Sized by user space (the copies of one drain interval), or one page without copies.
+#[map]
+static CPU_COPIES: RingBuf = RingBuf::with_byte_size(4096, 0);
 #[map]
 static CPU_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(C::COUNT, 0);
 
 #[perf_event]
 pub fn cpu(ctx: PerfEventContext) -> u32 {
-    sample(&ctx, [&CPU_COUNTS_0, &CPU_COUNTS_1], &CPU_COUNTERS);
+    sample(
+        &ctx,
+        [&CPU_COUNTS_0, &CPU_COUNTS_1],
+        &CPU_COPIES,
+        &CPU_COUNTERS,
+    );
     0
 }
 
 /// Counts one perf-event sample of a target under (thread, user stack, kernel stack) in the
-/// active set of `counts`, with every outcome in `counters` (indexed by `CpuCounter`). Shared
-/// by the on-CPU and the page-fault samplers.
+/// active set of `counts` — or, when the call-graph mode wants its user stack copied, sends it
+/// through `copies` — with every outcome in `counters` (indexed by `CpuCounter`). Shared by the
+/// on-CPU and the page-fault samplers.
 #[inline(always)]
 pub fn sample(
     ctx: &PerfEventContext,
     counts: [&HashMap<CpuKey, u64>; 2],
+    copies: &RingBuf,
     counters: &PerCpuArray<u64>,
 ) {
     let count = |c: C| bump(counters, c as u32);
@@ -43,6 +54,11 @@ pub fn sample(
         return;
     }
     count(C::TargetSamples);
+    let tid = ctx.pid();
+    if let Copy::Sent = copy_stack(ctx, tgid, tid, copies, counters) {
+        comm_outcome(tid, counters);
+        return;
+    }
     let set = active_set();
     let user_stack = match take_stack(ctx, set, BPF_F_USER_STACK as u64) {
         Stack::Stored(h) => {
@@ -80,7 +96,6 @@ pub fn sample(
             NO_STACK
         }
     };
-    let tid = ctx.pid();
     let key = CpuKey {
         tgid,
         tid,
@@ -103,9 +118,14 @@ pub fn sample(
             Err(_) => count(C::CountsError),
         }
     }
+    comm_outcome(tid, counters);
+}
+
+#[inline(always)]
+fn comm_outcome(tid: u32, counters: &PerCpuArray<u64>) {
     match remember_comm(tid) {
         CommOutcome::Known => {}
-        CommOutcome::Full => count(C::CommsFull),
-        CommOutcome::Error => count(C::CommError),
+        CommOutcome::Full => bump(counters, C::CommsFull as u32),
+        CommOutcome::Error => bump(counters, C::CommError as u32),
     }
 }

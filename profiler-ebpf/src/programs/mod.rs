@@ -8,6 +8,7 @@ mod offcpu;
 mod sched;
 mod targets;
 mod timeline;
+mod unwind;
 
 use aya_ebpf::{
     EbpfContext,

@@ -10,6 +10,7 @@ use std::fmt::Write as _;
 use serde::{Deserialize, Serialize};
 
 use crate::record::health::{Health, ProgramHealth};
+use crate::unwind::{ObjectReport, ProgramUnwind, UnwindReport};
 
 /// The first comment line of every capture the profiler writes: `profiler VERSION KIND`.
 const HEADER: &str = "profiler ";
@@ -60,6 +61,8 @@ pub struct RecordingInfo {
     pub processes: u64,
     pub threads: u64,
     pub health: Health,
+    /// How user stacks were taken and, per program, which unwinder and how unwinds ended.
+    pub unwind: UnwindReport,
     /// Frames over all samples (weighted by events), and the unsymbolized ones by reason.
     pub frames: u64,
     pub unsymbolized: BTreeMap<String, u64>,
@@ -156,6 +159,34 @@ impl RecordingInfo {
                 ended.join(",")
             ));
         }
+        if !self.unwind.mode.is_empty() {
+            out.push(format!(
+                "call graph: mode={} stack_size={}",
+                self.unwind.mode, self.unwind.stack_size
+            ));
+        }
+        for (program, u) in &self.unwind.by_program {
+            out.push(format!(
+                "unwind {}: dwarf={} fp={} reached_end={} copy_too_small={} no_unwind_info={} bad_registers={} depth_limit={} bytes={}",
+                escape(program),
+                u.dwarf,
+                u.fp,
+                u.reached_end,
+                u.copy_too_small,
+                u.no_unwind_info,
+                u.bad_registers,
+                u.depth_limit,
+                u.bytes
+            ));
+        }
+        for (object, o) in &self.unwind.objects {
+            out.push(format!(
+                "object {}: frame_pointers={} cfi={}",
+                escape(object),
+                if o.frame_pointers { "yes" } else { "no" },
+                o.cfi
+            ));
+        }
         out.push(format!(
             "frames: {} unsymbolized: {}",
             self.frames,
@@ -229,6 +260,15 @@ impl RecordingInfo {
                 self.unsymbolized = read_pairs(rest);
             }
             "note" => self.notes.push(value.to_string()),
+            "call graph" => {
+                for (k, v) in value.split_whitespace().filter_map(|kv| kv.split_once('=')) {
+                    match k {
+                        "mode" => self.unwind.mode = v.to_string(),
+                        "stack_size" => self.unwind.stack_size = v.parse().unwrap_or(0),
+                        _ => {}
+                    }
+                }
+            }
             _ => {
                 if let Some(name) = key.strip_prefix("collector ") {
                     self.collectors.push(CollectorInfo {
@@ -244,6 +284,35 @@ impl RecordingInfo {
                         runs: p.get("runs").copied().unwrap_or(0),
                         run_time_ns: p.get("ns").copied().unwrap_or(0),
                     });
+                } else if let Some(program) = key.strip_prefix("unwind ") {
+                    let p = read_pairs(value);
+                    let n = |k: &str| p.get(k).copied().unwrap_or(0);
+                    self.unwind.by_program.insert(
+                        unescape(program),
+                        ProgramUnwind {
+                            dwarf: n("dwarf"),
+                            fp: n("fp"),
+                            reached_end: n("reached_end"),
+                            copy_too_small: n("copy_too_small"),
+                            no_unwind_info: n("no_unwind_info"),
+                            bad_registers: n("bad_registers"),
+                            depth_limit: n("depth_limit"),
+                            bytes: n("bytes"),
+                        },
+                    );
+                } else if let Some(object) = key.strip_prefix("object ") {
+                    let mut o = ObjectReport {
+                        frame_pointers: false,
+                        cfi: String::new(),
+                    };
+                    for (k, v) in value.split_whitespace().filter_map(|kv| kv.split_once('=')) {
+                        match k {
+                            "frame_pointers" => o.frame_pointers = v == "yes",
+                            "cfi" => o.cfi = v.to_string(),
+                            _ => {}
+                        }
+                    }
+                    self.unwind.objects.insert(unescape(object), o);
                 } else if let Some(program) = key.strip_prefix("stacks ") {
                     let mut h = ProgramHealth::default();
                     for (k, v) in value.split_whitespace().filter_map(|kv| kv.split_once('=')) {
@@ -328,6 +397,7 @@ impl RecordingInfo {
                 );
             }
         }
+        self.write_unwind_report(out);
         let unsym = self.unsymbolized_frames();
         let _ = writeln!(
             out,
@@ -368,6 +438,61 @@ impl RecordingInfo {
                     let _ = writeln!(out, "  {:<36} {v}", format!("{group}.{name}"));
                 }
             }
+        }
+    }
+}
+
+impl RecordingInfo {
+    /// The call-graph lines of the report: the mode, bytes copied per second, and per program
+    /// which unwinder its stacks went through and how the DWARF unwinds ended.
+    pub fn write_unwind_report(&self, out: &mut String) {
+        let u = &self.unwind;
+        if u.mode.is_empty() {
+            return;
+        }
+        let secs = (self.duration_nanos as f64 / 1e9).max(1e-3);
+        let _ = writeln!(
+            out,
+            "call graph:   {} ({} stacks copied, {} bytes each at most, {:.1} KiB/s copied)",
+            u.mode,
+            u.dwarf(),
+            u.stack_size,
+            u.bytes() as f64 / 1024.0 / secs
+        );
+        for (program, p) in &u.by_program {
+            let _ = writeln!(
+                out,
+                "              {program}: {} ({} dwarf, {} fp){}",
+                p.unwinder(),
+                p.dwarf,
+                p.fp,
+                if p.dwarf > 0 {
+                    format!(
+                        "; dwarf unwinds: {} reached the stack's end, {} cut ({} copy too small, {} no unwind info, {} bad registers, {} depth limit)",
+                        p.reached_end,
+                        p.cut(),
+                        p.copy_too_small,
+                        p.no_unwind_info,
+                        p.bad_registers,
+                        p.depth_limit
+                    )
+                } else {
+                    String::new()
+                }
+            );
+        }
+        let without: Vec<&str> = u
+            .objects
+            .iter()
+            .filter(|(_, o)| !o.frame_pointers)
+            .map(|(name, _)| name.rsplit('/').next().unwrap_or(name))
+            .collect();
+        if !without.is_empty() {
+            let _ = writeln!(
+                out,
+                "              without frame pointers: {}",
+                without.join(", ")
+            );
         }
     }
 }
@@ -487,6 +612,30 @@ mod tests {
             processes: 3,
             threads: 12,
             health,
+            unwind: UnwindReport {
+                mode: "auto".into(),
+                stack_size: 16384,
+                by_program: BTreeMap::from([(
+                    "c_split odd=name".to_string(),
+                    ProgramUnwind {
+                        dwarf: 90,
+                        fp: 10,
+                        reached_end: 85,
+                        copy_too_small: 2,
+                        no_unwind_info: 1,
+                        bad_registers: 1,
+                        depth_limit: 1,
+                        bytes: 90 * 4096,
+                    },
+                )]),
+                objects: BTreeMap::from([(
+                    "/usr/lib/x86_64-linux-gnu/libc.so.6".to_string(),
+                    ObjectReport {
+                        frame_pointers: false,
+                        cfi: "eh_frame".into(),
+                    },
+                )]),
+            },
             frames: 12_000,
             unsymbolized: BTreeMap::from([
                 ("unmapped".to_string(), 3),
@@ -547,5 +696,11 @@ mod tests {
         assert!(text.contains("search-server: 0.7% cut"), "{text}");
         assert!(text.contains("cpu.target_samples"), "{text}");
         assert!(text.contains("unmapped 3"), "{text}");
+        assert!(
+            text.contains("c_split odd=name: dwarf+fp (90 dwarf, 10 fp)")
+                && text.contains("85 reached the stack's end, 5 cut (2 copy too small")
+                && text.contains("without frame pointers: libc.so.6"),
+            "{text}"
+        );
     }
 }

@@ -10,6 +10,8 @@ use profiler::record::{
     self, HeapMode, HeapOptions, OffCpuOptions, Outputs, RecordOptions, TargetSpec,
 };
 
+use profiler::unwind::{CallGraph, CallGraphMode};
+
 use super::{parse_bytes, parse_duration, parse_threshold};
 
 /// Sample the stacks of running processes (--pid, -a) or of a command it launches (after --).
@@ -49,6 +51,17 @@ pub struct RecordArgs {
     /// Sampling frequency of --cpu in Hz per CPU (1..=10000).
     #[arg(short = 'F', long, default_value_t = 99)]
     pub frequency: u64,
+    /// How user stacks of --cpu and --page-faults samples are taken: fp walks frame pointers
+    /// in the kernel (cheapest; cut short by code built without them, such as gcc -O2 code
+    /// and Debian's glibc); dwarf copies the top of each sample's stack and unwinds it with
+    /// the objects' .eh_frame/.debug_frame tables; auto copies only the samples whose
+    /// instruction lies in an object without frame pointers.
+    #[arg(long, default_value = "auto", value_name = "fp|dwarf|auto")]
+    pub call_graph: String,
+    /// Bytes of user stack copied per sample with --call-graph dwarf|auto (a multiple of 8,
+    /// at most 64KiB); deeper stacks are reported cut.
+    #[arg(long, value_parser = parse_bytes, default_value = "16KiB", value_name = "BYTES")]
+    pub stack_size: u64,
     /// Record where threads wait off the CPU (sleeping S, disk D, runnable R), charged to the
     /// stack they blocked in, with who woke them. With --cpu too, the capture also has a
     /// `wall` type: each thread's wall-clock time, on and off the CPU.
@@ -134,11 +147,16 @@ impl RecordArgs {
         if (self.min_age.is_some() || self.heap_snapshot_every.is_some()) && !self.heap {
             anyhow::bail!("--min-age and --heap-snapshot-every need --heap");
         }
+        let call_graph = CallGraph::new(
+            self.call_graph.parse::<CallGraphMode>()?,
+            u32::try_from(self.stack_size).unwrap_or(u32::MAX),
+        )?;
         Ok(RecordOptions {
             target,
             duration: self.duration,
             cpu,
             frequency: self.frequency,
+            call_graph,
             offcpu: self.offcpu.then_some(OffCpuOptions {
                 min: self.offcpu_min,
                 wakers: !self.no_wakers,

@@ -46,6 +46,8 @@ pub enum StackSource {
     Hash(u64),
     /// Frames already known (e.g. unwound in user space), leaf first.
     Frames(Vec<u64>),
+    /// Registers and a copy of the top of the stack, for the session to unwind.
+    Copy(Box<crate::unwind::StackCopy>),
 }
 
 /// One aggregated sample as a collector drains it: values in the collector's own columns.

@@ -4,20 +4,22 @@
 
 use std::time::Duration;
 
-use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray};
+use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::PerfEvent;
 use aya::programs::perf_event::{
     PerfEventConfig, PerfEventLinkId, PerfEventScope, SamplePolicy, SoftwareEvent,
 };
 use aya::{Ebpf, EbpfLoader};
-use profiler_ebpf::cpu::{CPU_COUNTERS, CPU_COUNTS, CPU_PROGRAM, CpuCounter, CpuKey};
+use profiler_ebpf::cpu::{CPU_COPIES, CPU_COUNTERS, CPU_COUNTS, CPU_PROGRAM, CpuCounter, CpuKey};
 use profiler_ebpf::stacks::NO_STACK;
+use profiler_ebpf::unwind::{COPY_HEADER_SIZE, CopyHeader};
 
 use super::RecordError;
 use super::collector::{Collector, Counters, Drained, Sizing, StackSource};
 use super::kernel::{ProgramCost, bpf_err, program_cost, read_counters, take_map};
 use super::targets::Targets;
 use crate::profile::ValueType;
+use crate::unwind::{CallGraph, StackCopy};
 
 /// Highest accepted sampling frequency: above this the profiler disturbs the target more
 /// than it measures it (and the kernel throttles perf events anyway).
@@ -26,6 +28,7 @@ pub const MAX_FREQUENCY: u64 = 10_000;
 pub struct CpuCollector {
     frequency: u64,
     counts: Option<[BpfHashMap<MapData, CpuKey, u64>; 2]>,
+    copies: CopyRing,
     counters: Option<PerCpuArray<MapData, u64>>,
     links: Vec<PerfEventLinkId>,
 }
@@ -38,9 +41,16 @@ impl CpuCollector {
         Ok(CpuCollector {
             frequency,
             counts: None,
+            copies: CopyRing::new(CPU_COPIES, CallGraph::fp()),
             counters: None,
             links: Vec::new(),
         })
+    }
+
+    /// Takes user stacks as `call_graph` says (frame pointers only by default).
+    pub fn with_call_graph(mut self, call_graph: CallGraph) -> Self {
+        self.copies = CopyRing::new(CPU_COPIES, call_graph);
+        self
     }
 
     /// Nanoseconds one sample stands for.
@@ -124,6 +134,7 @@ impl Collector for CpuCollector {
         for name in CPU_COUNTS {
             loader.map_max_entries(name, entries);
         }
+        self.copies.configure(sizing, self.frequency, loader);
     }
 
     fn attach(&mut self, bpf: &mut Ebpf, _targets: &Targets) -> Result<(), RecordError> {
@@ -137,6 +148,7 @@ impl Collector for CpuCollector {
             PerCpuArray::try_from(take_map(bpf, CPU_COUNTERS)?)
                 .map_err(bpf_err("opening CPU_COUNTERS"))?,
         );
+        self.copies.attach(bpf)?;
         let program: &mut PerfEvent = bpf
             .program_mut(CPU_PROGRAM)
             .ok_or_else(|| RecordError::MissingInObject(format!("program {CPU_PROGRAM}")))?
@@ -161,6 +173,8 @@ impl Collector for CpuCollector {
         let period = self.period_ns();
         let counts = &mut self.counts.as_mut().ok_or_else(not_attached)?[set];
         drain_sample_counts(counts, out, |n| vec![n as i64, n as i64 * period]);
+        self.copies
+            .drain(out, |n| vec![n as i64, n as i64 * period]);
         Ok(())
     }
 
@@ -222,8 +236,106 @@ pub(super) fn drain_sample_counts(
     }));
 }
 
+/// A perf-event sampler's ring of stack copies (`--call-graph dwarf|auto`): sized for the
+/// copies of a few drain intervals, one page when nothing is copied.
+pub(super) struct CopyRing {
+    name: &'static str,
+    call_graph: CallGraph,
+    ring: Option<RingBuf<MapData>>,
+}
+
+impl CopyRing {
+    pub(super) fn new(name: &'static str, call_graph: CallGraph) -> Self {
+        CopyRing {
+            name,
+            call_graph,
+            ring: None,
+        }
+    }
+
+    /// Bytes for the copies of `per_cpu_hz` events per CPU over a drain interval, with the
+    /// maps' margin (see `Sizing::entries_per_interval`): a power of two (the kernel's rule),
+    /// at most 64 MiB of locked memory. What still does not fit is counted (`copy_ring_full`)
+    /// and walked with frame pointers instead.
+    pub(super) fn bytes(&self, sizing: &Sizing, per_cpu_hz: u64) -> u32 {
+        if !self.call_graph.copies() {
+            return 4096;
+        }
+        // Each record carries the ring's own 8-byte header.
+        let record = (COPY_HEADER_SIZE + 8) as u64 + u64::from(self.call_graph.stack_size);
+        let events =
+            sizing.cpus as u64 * per_cpu_hz * sizing.drain_interval.as_millis() as u64 / 1000 * 4;
+        (events.max(64) * record)
+            .next_power_of_two()
+            .clamp(4096, 64 << 20) as u32
+    }
+
+    pub(super) fn configure<'a>(
+        &self,
+        sizing: &Sizing,
+        per_cpu_hz: u64,
+        loader: &mut EbpfLoader<'a>,
+    ) {
+        loader.map_max_entries(self.name, self.bytes(sizing, per_cpu_hz));
+    }
+
+    pub(super) fn attach(&mut self, bpf: &mut Ebpf) -> Result<(), RecordError> {
+        self.ring = Some(
+            RingBuf::try_from(take_map(bpf, self.name)?)
+                .map_err(bpf_err(format!("opening {}", self.name)))?,
+        );
+        Ok(())
+    }
+
+    /// Every record now in the ring, as one sample each with values `values(1)`: the user
+    /// stack as a copy for the session to unwind, the kernel stack as frames.
+    pub(super) fn drain(&mut self, out: &mut Vec<Drained>, values: impl Fn(u64) -> Vec<i64>) {
+        let Some(ring) = self.ring.as_mut() else {
+            return;
+        };
+        while let Some(item) = ring.next() {
+            if let Some(d) = parse_copy(&item) {
+                out.push(Drained {
+                    values: values(1),
+                    ..d
+                });
+            }
+        }
+    }
+}
+
+/// One ring record: a `CopyHeader` and `stack_len` bytes of stack. None when malformed.
+fn parse_copy(bytes: &[u8]) -> Option<Drained> {
+    if bytes.len() < COPY_HEADER_SIZE {
+        return None;
+    }
+    // SAFETY: `CopyHeader` is plain integers and the slice holds at least its size; the read
+    // is unaligned-safe.
+    let header: CopyHeader = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+    let stack = bytes.get(COPY_HEADER_SIZE..COPY_HEADER_SIZE + header.stack_len as usize)?;
+    let kernel_len = (header.kernel_len as usize).min(header.kernel.len());
+    let kernel = if kernel_len == 0 {
+        StackSource::None
+    } else {
+        StackSource::Frames(header.kernel[..kernel_len].to_vec())
+    };
+    Some(Drained {
+        pid: header.tgid,
+        tid: header.tid,
+        user: StackSource::Copy(Box::new(StackCopy {
+            regs: header.regs,
+            stack: stack.to_vec(),
+        })),
+        kernel,
+        labels: Vec::new(),
+        waker: None,
+        values: Vec::new(),
+    })
+}
+
 /// The invariant of a perf-event sampler (`CpuCounter` outcomes): every sample taken ends in
-/// one user-stack, one kernel-stack and one count outcome.
+/// one user-stack, one kernel-stack and one count outcome (a copied sample's user-stack and
+/// count outcome are both `copied`).
 pub(super) fn sample_invariants(name: &str, counters: &Counters) -> Vec<String> {
     let get = |n: &str| {
         counters
@@ -241,6 +353,7 @@ pub(super) fn sample_invariants(name: &str, counters: &Counters) -> Vec<String> 
                 "user_stack_missing",
                 "user_stack_map_full",
                 "user_stack_error",
+                "copied",
             ]),
         ),
         (
@@ -252,7 +365,10 @@ pub(super) fn sample_invariants(name: &str, counters: &Counters) -> Vec<String> 
                 "kernel_stack_error",
             ]),
         ),
-        ("count", sum(&["counted", "counts_full", "counts_error"])),
+        (
+            "count",
+            sum(&["counted", "counts_full", "counts_error", "copied"]),
+        ),
     ];
     groups
         .into_iter()

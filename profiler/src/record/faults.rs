@@ -14,14 +14,15 @@ use aya::programs::perf_event::{
 };
 use aya::{Ebpf, EbpfLoader};
 use profiler_ebpf::cpu::{CpuCounter, CpuKey};
-use profiler_ebpf::faults::{FAULT_COUNTERS, FAULT_COUNTS, FAULTS_PROGRAM};
+use profiler_ebpf::faults::{FAULT_COPIES, FAULT_COUNTERS, FAULT_COUNTS, FAULTS_PROGRAM};
 
 use super::RecordError;
 use super::collector::{Collector, Counters, Drained, Sizing};
-use super::cpu::{drain_sample_counts, sample_invariants};
+use super::cpu::{CopyRing, drain_sample_counts, sample_invariants};
 use super::kernel::{ProgramCost, bpf_err, program_cost, read_counters, take_map};
 use super::targets::Targets;
 use crate::profile::ValueType;
+use crate::unwind::CallGraph;
 
 /// Faults per second per CPU the maps are sized for (a busy allocator faults thousands of
 /// times a second; more than this overflows into the counted losses).
@@ -31,6 +32,7 @@ pub struct PageFaultCollector {
     /// Every `period`th fault is sampled.
     period: u64,
     counts: Option<[BpfHashMap<MapData, CpuKey, u64>; 2]>,
+    copies: CopyRing,
     counters: Option<PerCpuArray<MapData, u64>>,
     links: Vec<PerfEventLinkId>,
     page_size: u64,
@@ -46,10 +48,19 @@ impl PageFaultCollector {
         Ok(PageFaultCollector {
             period,
             counts: None,
+            copies: CopyRing::new(FAULT_COPIES, CallGraph::fp()),
             counters: None,
             links: Vec::new(),
             page_size,
         })
+    }
+}
+
+impl PageFaultCollector {
+    /// Takes user stacks as `call_graph` says (frame pointers only by default).
+    pub fn with_call_graph(mut self, call_graph: CallGraph) -> Self {
+        self.copies = CopyRing::new(FAULT_COPIES, call_graph);
+        self
     }
 }
 
@@ -106,6 +117,8 @@ impl Collector for PageFaultCollector {
         for name in FAULT_COUNTS {
             loader.map_max_entries(name, entries);
         }
+        self.copies
+            .configure(sizing, FAULTS_PER_CPU_HZ / self.period, loader);
     }
 
     fn attach(&mut self, bpf: &mut Ebpf, _targets: &Targets) -> Result<(), RecordError> {
@@ -119,6 +132,7 @@ impl Collector for PageFaultCollector {
             PerCpuArray::try_from(take_map(bpf, FAULT_COUNTERS)?)
                 .map_err(bpf_err("opening FAULT_COUNTERS"))?,
         );
+        self.copies.attach(bpf)?;
         let program: &mut PerfEvent = bpf
             .program_mut(FAULTS_PROGRAM)
             .ok_or_else(|| RecordError::MissingInObject(format!("program {FAULTS_PROGRAM}")))?
@@ -158,6 +172,8 @@ impl Collector for PageFaultCollector {
         drain_sample_counts(counts, out, |n| {
             vec![n as i64 * period, n as i64 * period * page]
         });
+        self.copies
+            .drain(out, |n| vec![n as i64 * period, n as i64 * period * page]);
         Ok(())
     }
 

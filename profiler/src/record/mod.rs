@@ -33,6 +33,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::capture::info::{CollectorInfo, ProgramCostInfo, RecordingInfo, TargetInfo};
 use crate::profile::Profile;
+use crate::unwind::CallGraph;
 
 pub use btf::BtfError;
 pub use collector::{Batch, Collector, RawSamples};
@@ -73,6 +74,8 @@ pub struct RecordOptions {
     /// Sample on-CPU stacks (at `frequency`).
     pub cpu: bool,
     pub frequency: u64,
+    /// How user stacks of perf-event samples (cpu, page faults) are taken.
+    pub call_graph: CallGraph,
     /// Record off-CPU time, with these options.
     pub offcpu: Option<OffCpuOptions>,
     /// Record heap profiles, with these options.
@@ -93,6 +96,7 @@ impl RecordOptions {
             duration: None,
             cpu: true,
             frequency: 99,
+            call_graph: CallGraph::default(),
             offcpu: None,
             heap: None,
             page_faults: None,
@@ -199,6 +203,8 @@ pub enum RecordError {
     NoCollector,
     #[error(transparent)]
     Btf(#[from] BtfError),
+    #[error(transparent)]
+    Unwind(#[from] crate::unwind::UnwindError),
     #[error("{0}")]
     Io(String, #[source] io::Error),
     #[error("the {0} collector cannot be resumed after a pause")]
@@ -358,7 +364,9 @@ pub fn record(opts: &RecordOptions) -> Result<Recording, RecordError> {
     opts.validate()?;
     let mut collectors: Vec<Box<dyn Collector>> = Vec::new();
     if opts.cpu {
-        collectors.push(Box::new(CpuCollector::new(opts.frequency)?));
+        collectors.push(Box::new(
+            CpuCollector::new(opts.frequency)?.with_call_graph(opts.call_graph),
+        ));
     }
     if let Some(o) = opts.offcpu {
         collectors.push(Box::new(OffCpuCollector::new(o)));
@@ -367,9 +375,11 @@ pub fn record(opts: &RecordOptions) -> Result<Recording, RecordError> {
         collectors.push(Box::new(HeapCollector::new(o)?));
     }
     if let Some(period) = opts.page_faults {
-        collectors.push(Box::new(PageFaultCollector::new(period)?));
+        collectors.push(Box::new(
+            PageFaultCollector::new(period)?.with_call_graph(opts.call_graph),
+        ));
     }
-    let mut session = Session::start(&opts.target, collectors)?;
+    let mut session = Session::start_with_call_graph(&opts.target, collectors, opts.call_graph)?;
     let interrupted = install_interrupt()?;
     tracing::info!(frequency = opts.frequency, "recording started");
 
@@ -523,6 +533,7 @@ pub fn recording_info(
         processes: stats.processes as u64,
         threads: stats.threads as u64,
         health: stats.health.clone(),
+        unwind: session.unwind_report().clone(),
         frames: stats.frames,
         unsymbolized: stats
             .unsymbolized

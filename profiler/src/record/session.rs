@@ -8,7 +8,11 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
+use aya::maps::{HashMap as BpfHashMap, MapData};
 use profiler_ebpf::targets::{ALL_PROCESSES, PROCESS_EVENTS, SELF_TGID, TARGETS, TASK_OFFSETS};
+use profiler_ebpf::unwind::{
+    CALL_GRAPH, COPY_SCRATCH, CodeRanges, FP_LESS_CODE, MAX_CODE_RANGES, STACK_COPY_BYTES,
+};
 
 use super::assemble::{Assembly, Stats, Symbols, trim_user_stack};
 use super::btf;
@@ -16,11 +20,16 @@ use super::collector::{
     Batch, Collector, Counters, Drained, RawSamples, SampleKey, Sizing, Slot, StackId, StackSource,
     StackTable, WakerKey,
 };
-use super::kernel::{Kernel, ProgramCost};
+use super::kernel::{Kernel, ProgramCost, bpf_err, take_map};
 use super::process::TargetProcess;
 use super::targets::{TARGETS_ENTRIES, Targets, Wake};
 use super::{RecordError, TargetSpec};
 use crate::profile::{Profile, ValueType};
+use crate::unwind::{CallGraph, CallGraphMode, UnwindReport, Unwinder};
+
+/// Processes whose code ranges without frame pointers the kernel keeps for `auto`; a process
+/// beyond this many is copied whole, as one not looked at yet.
+const FP_LESS_ENTRIES: u32 = 4096;
 
 /// Bytes of the lifecycle ring buffer: about 6,500 events between two reads, far more than
 /// the forks and execs of a `make -j` in the 100 ms the loop may take to come back.
@@ -51,14 +60,31 @@ pub struct Session {
     detached: bool,
     /// Collectors paused by `pause` (by name).
     paused: HashSet<&'static str>,
+    call_graph: CallGraph,
+    unwinder: Unwinder,
+    /// `auto`: the kernel's map of code without frame pointers per process, and how many of
+    /// each process's mappings it was computed from.
+    fp_less: Option<BpfHashMap<MapData, u32, CodeRanges>>,
+    fp_less_seen: HashMap<u32, usize>,
 }
 
 impl Session {
     /// Opens (or launches) the targets, loads the programs with maps sized for these
-    /// collectors, attaches everything and lets a launched command run.
+    /// collectors, attaches everything and lets a launched command run. User stacks are walked
+    /// with frame pointers (see `start_with_call_graph`).
     pub fn start(
         spec: &TargetSpec,
         collectors: Vec<Box<dyn Collector>>,
+    ) -> Result<Self, RecordError> {
+        Self::start_with_call_graph(spec, collectors, CallGraph::fp())
+    }
+
+    /// Like `start`, with user stacks taken as `call_graph` says; the collectors that take
+    /// perf-event samples must have been made with the same call graph.
+    pub fn start_with_call_graph(
+        spec: &TargetSpec,
+        collectors: Vec<Box<dyn Collector>>,
+        call_graph: CallGraph,
     ) -> Result<Self, RecordError> {
         if collectors.is_empty() {
             return Err(RecordError::NoCollector);
@@ -89,17 +115,38 @@ impl Session {
         };
         let all_flag = u32::from(all);
         let self_tgid = std::process::id();
+        let mode = call_graph.mode.kernel_value();
+        // One scratch record per possible CPU (indexed by CPU number); none needed for fp.
+        let scratch_slots = if call_graph.copies() {
+            aya::util::nr_cpus()
+                .map_err(|(path, e)| RecordError::Io(format!("reading {path}"), e))?
+                as u32
+        } else {
+            1
+        };
         let mut kernel = Kernel::load(stacks_per_interval, |loader| {
             loader
                 .override_global(ALL_PROCESSES, &all_flag, true)
                 .override_global(SELF_TGID, &self_tgid, true)
                 .override_global(TASK_OFFSETS, &offsets, true)
+                .override_global(CALL_GRAPH, &mode, true)
+                .override_global(STACK_COPY_BYTES, &call_graph.stack_size, true)
+                .map_max_entries(COPY_SCRATCH, scratch_slots)
+                .map_max_entries(FP_LESS_CODE, FP_LESS_ENTRIES)
                 .map_max_entries(TARGETS, TARGETS_ENTRIES)
                 .map_max_entries(PROCESS_EVENTS, PROCESS_EVENTS_BYTES);
             for c in &collectors {
                 c.configure(&sizing, loader);
             }
         })?;
+        let fp_less = if call_graph.mode == CallGraphMode::Auto {
+            Some(
+                BpfHashMap::try_from(take_map(&mut kernel.bpf, FP_LESS_CODE)?)
+                    .map_err(bpf_err("opening FP_LESS_CODE"))?,
+            )
+        } else {
+            None
+        };
         let btf = aya::Btf::from_sys_fs().map_err(|e| RecordError::Bpf {
             what: "reading the kernel's BTF".into(),
             source: Box::new(e),
@@ -141,7 +188,21 @@ impl Session {
             unreadable_stacks: 0,
             detached: false,
             paused: HashSet::new(),
+            call_graph,
+            unwinder: Unwinder::new(call_graph.mode.name(), call_graph.stack_size),
+            fp_less,
+            fp_less_seen: HashMap::new(),
         })
+    }
+
+    /// How user stacks are taken.
+    pub fn call_graph(&self) -> CallGraph {
+        self.call_graph
+    }
+
+    /// Which unwinder each program's stacks went through and how the DWARF unwinds ended.
+    pub fn unwind_report(&self) -> &UnwindReport {
+        self.unwinder.report()
     }
 
     /// How often `drain` should run.
@@ -226,9 +287,18 @@ impl Session {
             self.unreadable_stacks += unknown.len() as u64;
         }
 
+        // Maps first: the addresses just drained belong to the mappings of now, and copies
+        // unwind with the objects mapped now.
+        let pids: HashSet<u32> = drained
+            .iter()
+            .flat_map(|(_, d)| [Some(d.pid), d.waker.as_ref().map(|w| w.pid)])
+            .flatten()
+            .collect();
+        self.targets.refresh(pids.iter().copied());
+        self.publish_fp_less_code(&pids);
+
         let width = self.sample_types.len();
         let mut batch = Batch::default();
-        let mut pids = HashSet::new();
         for (slot, d) in drained {
             let columns = self.slots[slot].columns.clone();
             let mut values = vec![0; width];
@@ -238,38 +308,90 @@ impl Session {
             for (column, sources) in &self.derived {
                 values[*column] = sources.iter().map(|&c| values[c]).sum();
             }
-            pids.insert(d.pid);
+            if let StackSource::Hash(_) = d.user {
+                let events = d
+                    .values
+                    .get(self.slots[slot].collector.event_column())
+                    .copied()
+                    .unwrap_or(0);
+                let program = self.program_of(d.pid);
+                self.unwinder.count_fp(&program, events.max(0) as u64);
+            }
             let waker = d.waker.map(|w| {
-                pids.insert(w.pid);
                 Box::new(WakerKey {
                     pid: w.pid,
                     tid: w.tid,
-                    user: self.stack_id(w.user),
-                    kernel: self.stack_id(w.kernel),
+                    user: self.stack_id(w.pid, w.user),
+                    kernel: self.stack_id(w.pid, w.kernel),
                 })
             });
             let key = SampleKey {
                 pid: d.pid,
                 tid: d.tid,
-                user: self.stack_id(d.user),
-                kernel: self.stack_id(d.kernel),
+                user: self.stack_id(d.pid, d.user),
+                kernel: self.stack_id(d.pid, d.kernel),
                 labels: d.labels,
                 waker,
             };
             batch.samples.push((key, values));
         }
-        // Maps first: the addresses just drained belong to the mappings of now.
-        self.targets.refresh(pids);
         self.symbols
             .resolve(&batch, &self.stacks, &self.targets.processes);
         Ok(batch)
     }
 
-    fn stack_id(&mut self, source: StackSource) -> Option<u32> {
+    fn stack_id(&mut self, pid: u32, source: StackSource) -> Option<u32> {
         match source {
             StackSource::None => None,
             StackSource::Hash(h) => self.stacks.by_hash(h),
             StackSource::Frames(ips) => Some(self.stacks.intern(trim_user_stack(ips))),
+            StackSource::Copy(copy) => {
+                let program = self.program_of(pid);
+                let empty = crate::symbolize::ProcessMaps::default();
+                let maps = self.targets.processes.get(&pid).map_or(&empty, |p| &p.maps);
+                let (ips, _) = self.unwinder.unwind(pid, &program, maps, &copy);
+                (!ips.is_empty()).then(|| self.stacks.intern(trim_user_stack(ips)))
+            }
+        }
+    }
+
+    /// The name stack health and unwind statistics file a process under: its executable.
+    fn program_of(&self, pid: u32) -> String {
+        let process = self.targets.processes.get(&pid);
+        process
+            .and_then(|p| p.executable.clone())
+            .or_else(|| process.map(|p| p.name.clone()))
+            .unwrap_or_else(|| format!("pid {pid}"))
+    }
+
+    /// `auto`: tells the kernel, per process, the code of its objects without frame pointers
+    /// (at most `MAX_CODE_RANGES` ranges), whenever its known mappings changed.
+    fn publish_fp_less_code(&mut self, pids: &HashSet<u32>) {
+        let Some(map) = self.fp_less.as_mut() else {
+            return;
+        };
+        for &pid in pids {
+            let Some(process) = self.targets.processes.get(&pid) else {
+                continue;
+            };
+            let vmas = process.maps.vmas().len();
+            if vmas == 0 || self.fp_less_seen.get(&pid) == Some(&vmas) {
+                continue;
+            }
+            self.fp_less_seen.insert(pid, vmas);
+            let ranges = self
+                .unwinder
+                .fp_less_code(pid, &process.maps, MAX_CODE_RANGES);
+            let mut entry = CodeRanges {
+                len: ranges.len() as u32,
+                _pad: 0,
+                ranges: [[0; 2]; MAX_CODE_RANGES],
+            };
+            for (slot, r) in entry.ranges.iter_mut().zip(&ranges) {
+                *slot = [r.start, r.end];
+            }
+            // A full map leaves the process copied whole: correct, only dearer.
+            let _ = map.insert(pid, entry, 0);
         }
     }
 
@@ -546,6 +668,8 @@ impl Session {
         let ids: HashSet<StackId> = stacks.iter().map(|&(_, id, _)| id).collect();
         self.stacks.retain(&ids);
         self.targets.forget_exited(&pids);
+        self.unwinder
+            .retain(&self.targets.processes.keys().copied().collect());
         self.kernel.forget_threads(&tids);
     }
 

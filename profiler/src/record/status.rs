@@ -147,8 +147,21 @@ impl fmt::Display for Summary {
                     pct(lost, info.counter("cpu", "target_samples"))
                 )?;
             }
+            let ring_full = info.counter("cpu", "copy_ring_full");
+            if ring_full > 0 {
+                writeln!(
+                    f,
+                    "  copies:       {ring_full} samples ({:.1}%) found the stack-copy ring full and were walked with frame pointers instead; record at a lower -F or --stack-size",
+                    pct(ring_full, info.counter("cpu", "target_samples"))
+                )?;
+            }
         }
         for line in &self.collector_lines {
+            writeln!(f, "  {line}")?;
+        }
+        let mut unwind = String::new();
+        info.write_unwind_report(&mut unwind);
+        for line in unwind.lines() {
             writeln!(f, "  {line}")?;
         }
         let health = info.health.total();
@@ -183,7 +196,7 @@ impl fmt::Display for Summary {
             if pct(health.cut(), health.total()) > 5.0 {
                 writeln!(
                     f,
-                    "                cut stacks lost their callers: build those programs with frame pointers (-fno-omit-frame-pointer, -C force-frame-pointers=yes)"
+                    "                cut stacks lost their callers: record with --call-graph dwarf (or a larger --stack-size), or build those programs with frame pointers (-fno-omit-frame-pointer, -C force-frame-pointers=yes)"
                 )?;
             }
         }

@@ -36,10 +36,25 @@ impl ProcessMaps {
     /// gone; the snapshot taken so far stays usable.
     pub fn refresh(&mut self, pid: u32) -> std::io::Result<()> {
         let process = procfs::process::Process::new(pid as i32).map_err(std::io::Error::other)?;
-        let maps = process.maps().map_err(std::io::Error::other)?;
         // A process in another mount namespace (a container) names files as it sees them:
         // read them through its root instead.
         let root = other_mount_namespace(pid).then(|| PathBuf::from(format!("/proc/{pid}/root")));
+        self.merge(&process, root)
+    }
+
+    /// Reads this process's own executable mappings from `/proc/self/maps` (not by pid: under
+    /// an emulator such as qemu-user only `self` names the guest's maps).
+    pub fn refresh_self(&mut self) -> std::io::Result<()> {
+        let process = procfs::process::Process::myself().map_err(std::io::Error::other)?;
+        self.merge(&process, None)
+    }
+
+    fn merge(
+        &mut self,
+        process: &procfs::process::Process,
+        root: Option<PathBuf>,
+    ) -> std::io::Result<()> {
+        let maps = process.maps().map_err(std::io::Error::other)?;
         for m in maps {
             if !m.perms.contains(procfs::process::MMPermissions::EXECUTE) {
                 continue;

@@ -47,9 +47,17 @@ pub fn target_dir() -> PathBuf {
 /// `cargo test` having built examples keeps the flags fixed (the test profile does not
 /// optimize, and an `#[inline(always)]` test needs the optimizer) and takes about a second.
 pub fn workload(name: &str) -> PathBuf {
+    rust_workload(name, true)
+}
+
+/// Like [`workload`], with or without frame pointers (`-C force-frame-pointers=yes|no`; the
+/// standard library from rustup keeps its own either way). Without, the binary is named
+/// `NAME-nofp`.
+pub fn rust_workload(name: &str, frame_pointers: bool) -> PathBuf {
     static BUILT: Mutex<BTreeMap<String, PathBuf>> = Mutex::new(BTreeMap::new());
+    let key = format!("{name} {frame_pointers}");
     let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(path) = built.get(name) {
+    if let Some(path) = built.get(&key) {
         return path.clone();
     }
     let src = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -57,7 +65,11 @@ pub fn workload(name: &str) -> PathBuf {
         .join(format!("{name}.rs"));
     let dir = target_dir().join("fidelity-workloads");
     std::fs::create_dir_all(&dir).expect("create the workload directory");
-    let out = dir.join(name);
+    let out = if frame_pointers {
+        dir.join(name)
+    } else {
+        dir.join(format!("{name}-nofp"))
+    };
     let rustc = std::env::var_os("CARGO")
         .map(|cargo| Path::new(&cargo).with_file_name("rustc"))
         .filter(|rustc| rustc.exists())
@@ -69,7 +81,11 @@ pub fn workload(name: &str) -> PathBuf {
             "-C",
             "opt-level=3",
             "-C",
-            "force-frame-pointers=yes",
+            if frame_pointers {
+                "force-frame-pointers=yes"
+            } else {
+                "force-frame-pointers=no"
+            },
             "-C",
             "debuginfo=2",
         ])
@@ -85,7 +101,7 @@ pub fn workload(name: &str) -> PathBuf {
         "building workload {} failed ({status})",
         src.display()
     );
-    built.insert(name.to_string(), out.clone());
+    built.insert(key, out.clone());
     out
 }
 
@@ -416,15 +432,19 @@ pub fn assert_offcpu_counter_invariant(info: &RecordingInfo) {
 pub fn assert_cpu_counter_invariant(info: &RecordingInfo) {
     let c = |n: &str| info.counter("cpu", n);
     let taken = c("target_samples");
+    // A sample whose stack was copied (--call-graph dwarf|auto) has `copied` as both its
+    // user-stack and its count outcome.
+    let copied = c("copied");
     let user = c("user_stack")
         + c("user_stack_missing")
         + c("user_stack_map_full")
-        + c("user_stack_error");
+        + c("user_stack_error")
+        + copied;
     let kernel = c("kernel_stack")
         + c("kernel_stack_absent")
         + c("kernel_stack_map_full")
         + c("kernel_stack_error");
-    let counted = c("counted") + c("counts_full") + c("counts_error");
+    let counted = c("counted") + c("counts_full") + c("counts_error") + copied;
     assert!(
         taken > 0 && user == taken && kernel == taken && counted == taken,
         "counter invariant broken: taken {taken}, user outcomes {user}, kernel outcomes {kernel}, count outcomes {counted}: {:?}",
