@@ -35,8 +35,13 @@ impl ProcessMaps {
     /// Reads the executable mappings of `pid` and merges them in. Fails when the process is
     /// gone; the snapshot taken so far stays usable.
     pub fn refresh(&mut self, pid: u32) -> std::io::Result<()> {
-        let process = procfs::process::Process::new(pid as i32).map_err(std::io::Error::other)?;
-        let maps = process.maps().map_err(std::io::Error::other)?;
+        // By path, not relative to a /proc/PID directory handle: the same file, and qemu-user
+        // (the aarch64 tests on x86_64) shows a guest its own maps only when the path names
+        // them, as it does for /proc/self/maps.
+        let maps = <procfs::process::MemoryMaps as procfs::FromRead>::from_file(format!(
+            "/proc/{pid}/maps"
+        ))
+        .map_err(std::io::Error::other)?;
         // A process in another mount namespace (a container) names files as it sees them:
         // read them through its root instead.
         let root = other_mount_namespace(pid).then(|| PathBuf::from(format!("/proc/{pid}/root")));
