@@ -323,7 +323,10 @@ mod tests {
         assert!(malloc.contains(&arg0), "malloc's size: {malloc:?}");
         assert!(malloc.contains(&return_address), "caller: {malloc:?}");
         let calloc = context_loads(&function_code(OBJECT, "heap_calloc"));
-        assert!(calloc.contains(&arg0) && calloc.contains(&arg1), "{calloc:?}");
+        assert!(
+            calloc.contains(&arg0) && calloc.contains(&arg1),
+            "{calloc:?}"
+        );
         let returned = context_loads(&function_code(OBJECT, "heap_return"));
         assert_eq!(returned, [ret], "malloc's return value");
         // x86_64's rdi (0x70) is aarch64's x14 and the other way round x0 is r15: neither
