@@ -26,8 +26,9 @@ usage() {
   cat <<USAGE
 Usage: sudo scripts/test-aarch64.sh [--build-only]
 
-Cross-builds profiler and search-server for $TRIPLE and runs their tests that need no
-root and no eBPF under qemu-user (the x86_64 CI's aarch64 step; scripts/test.sh calls it).
+Cross-builds profiler and search-server for $TRIPLE and runs
+their tests that need no root and no eBPF under qemu-user (the x86_64 CI's aarch64 step;
+scripts/test.sh calls it).
   --build-only   build the aarch64 binaries and test binaries, run nothing
   -h, --help     this text
 Environment:
