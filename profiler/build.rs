@@ -12,6 +12,8 @@ const DEBIAN_CARGO: &str = "/usr/bin/cargo";
 const DEBIAN_RUSTC: &str = "/usr/bin/rustc";
 const BPF_SYSROOT: &str = "/usr/lib/rustlib/bpfel-unknown-none";
 const TARGET: &str = "bpfel-unknown-none";
+/// Architectures whose kernel ABI the programs know (profiler-ebpf's `bpf_target_arch` cfgs).
+const SUPPORTED_ARCHES: &[&str] = &["x86_64", "aarch64"];
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
@@ -26,8 +28,20 @@ fn main() {
 
     // The eBPF programs are built for the architecture the profiler is built for: the kernel
     // ABI (pt_regs layout, syscall conventions) is that architecture's.
+    // CARGO_CFG_TARGET_ARCH is the target's (`--target aarch64-unknown-linux-gnu` gives
+    // aarch64 on an x86_64 host); it reaches the eBPF crate, and aya-ebpf's own build scripts,
+    // as `--cfg bpf_target_arch`, which selects the `pt_regs` layout behind `ctx.arg()`,
+    // `ctx.ret()` and our register reads.
     let arch = env::var("CARGO_CFG_TARGET_ARCH").expect("set by cargo");
     println!("cargo::rerun-if-env-changed=CARGO_CFG_TARGET_ARCH");
+    if !SUPPORTED_ARCHES.contains(&arch.as_str()) {
+        eprintln!(
+            "error: the profiler's eBPF programs know the kernel ABI (pt_regs layout, where a \
+             function's return address is at its entry) of {}, not of target_arch {arch}",
+            SUPPORTED_ARCHES.join(" and ")
+        );
+        std::process::exit(1);
+    }
     // One inner target dir per architecture, beside the outer profiles
     // (<target>/[<triple>/]<profile>/build/<pkg>/out): check, clippy, test and release builds all
     // share it, so the programs are compiled once and every later build is a no-op.

@@ -13,7 +13,7 @@ Usage: source "$(dirname "$0")/lib.sh"      (from a script in scripts/; it is no
 
 The helpers the scripts share: PATH with ~/.cargo/bin, REPO, SCRIPT, bad_usage, fail,
 release_dir, is_positive_int, require_root, require_tools, start_search_server,
-wait_until_answers, stop_process, run_ns. Each is described where it is defined.
+wait_until_answers, stop_process, run_ns, ensure_aarch64_binfmt. Each is described where it is defined.
 
 Examples:
   source "$(dirname "$0")/lib.sh"
@@ -117,4 +117,24 @@ stop_process() {
 # shows them.
 run_ns() {
   cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{ s += $1 } END { printf "%.0f\n", s }'
+}
+
+# ensure_aarch64_binfmt: makes the kernel run aarch64 ELF executables through qemu-aarch64
+# (binfmt_misc), so an aarch64 test under qemu can start aarch64 children (the profiler binary);
+# qemu-user alone emulates one process, not its execs. Not persistent: registers once per boot
+# (needs root), then is a no-op. qemu finds the arm64 loader and libc in / (libc6:arm64).
+ensure_aarch64_binfmt() {
+  local dir=/proc/sys/fs/binfmt_misc
+  [ -e "$dir/qemu-aarch64" ] && return 0
+  [ "$(id -u)" -eq 0 ] || fail "aarch64 executables are not registered with binfmt_misc; run: sudo scripts/setup.sh"
+  command -v qemu-aarch64 >/dev/null || fail "qemu-aarch64 not found; run scripts/setup.sh"
+  if [ ! -e "$dir/register" ]; then
+    mount -t binfmt_misc binfmt_misc "$dir" || fail "cannot mount binfmt_misc on $dir"
+  fi
+  # ELF64, little endian, e_machine 0xb7 (EM_AARCH64): the magic and mask qemu's own
+  # scripts/qemu-binfmt-conf.sh use.
+  local magic='\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\xb7\x00'
+  local mask='\xff\xff\xff\xff\xff\xff\xff\x00\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\xff'
+  printf ':qemu-aarch64:M::%s:%s:%s:' "$magic" "$mask" "$(command -v qemu-aarch64)" >"$dir/register" ||
+    fail "registering qemu-aarch64 with binfmt_misc failed"
 }

@@ -121,8 +121,11 @@ pub fn capture_entry_stack(ctx: &ProbeContext) -> Result<(u64, &'static RawStack
     // SAFETY: `regs` is the probe's context; fields at fixed offsets.
     #[cfg(bpf_target_arch = "x86_64")]
     let caller = unsafe { bpf_probe_read_user((*ctx.regs).rsp as *const u64) }.unwrap_or(0);
+    // SAFETY: as above; x30 is the link register.
     #[cfg(bpf_target_arch = "aarch64")]
     let caller = unsafe { (*ctx.regs).regs[30] };
+    #[cfg(not(any(bpf_target_arch = "x86_64", bpf_target_arch = "aarch64")))]
+    compile_error!("capture_entry_stack: where is a function's return address at its entry?");
     // Leave room for the caller at index 1: the walk goes to ips[1..].
     // SAFETY: the buffer is the slot's `ips` from index 1, of exactly the size passed.
     let n = unsafe {

@@ -511,7 +511,7 @@ fn usdt_args(spec: &str) -> Option<UsdtArgs> {
 
 fn usdt_arg(spec: &str) -> Option<UsdtArg> {
     let operand = spec.rsplit_once('@').map_or(spec, |(_, op)| op);
-    if let Some(constant) = operand.strip_prefix('$') {
+    if let Some(constant) = usdt_constant(operand) {
         return Some(UsdtArg {
             kind: ARG_CONSTANT,
             pt_regs_offset: 0,
@@ -523,6 +523,15 @@ fn usdt_arg(spec: &str) -> Option<UsdtArg> {
         pt_regs_offset: pt_regs_offset(operand.strip_prefix('%').unwrap_or(operand))?,
         constant: 0,
     })
+}
+
+/// A constant operand: `$4096` in x86_64 notes (a bare number there is a memory address);
+/// `4096` in aarch64 notes, whose registers always start with a letter.
+fn usdt_constant(operand: &str) -> Option<&str> {
+    if cfg!(target_arch = "aarch64") && operand.starts_with(|c: char| c.is_ascii_digit()) {
+        return Some(operand);
+    }
+    operand.strip_prefix('$')
 }
 
 /// Offset of a register in `struct pt_regs` (a fixed layout, part of the user ABI).
@@ -1059,21 +1068,51 @@ fn monotonic_ns() -> u64 {
 mod tests {
     use super::*;
 
+    /// x86_64 notes name registers `%rax`; offsets are slots of `struct pt_regs`.
+    #[cfg(target_arch = "x86_64")]
     #[test]
     fn usdt_arguments_in_registers_and_constants() {
         let a = usdt_args("-8@%rax -8@%rcx -8@%rdx").expect("registers");
         assert_eq!(a.ptr.kind, ARG_REGISTER);
-        #[cfg(target_arch = "x86_64")]
-        {
-            assert_eq!(a.ptr.pt_regs_offset, 80);
-            assert_eq!(a.size.pt_regs_offset, 88);
-        }
+        assert_eq!(a.ptr.pt_regs_offset, 80);
+        assert_eq!(a.size.pt_regs_offset, 88);
+        let sp = usdt_args("8@%rsp 8@%esi").expect("registers");
+        assert_eq!((sp.ptr.pt_regs_offset, sp.size.pt_regs_offset), (152, 104));
         let c = usdt_args("8@%rdi 8@$4096").expect("a constant");
         assert_eq!(c.size.kind, ARG_CONSTANT);
         assert_eq!(c.size.constant, 4096);
         // Memory operands are not supported: said, not guessed.
         assert!(usdt_args("8@-16(%rbp) 8@%rax").is_none());
         assert!(usdt_args("8@%rax").is_none(), "two arguments are needed");
+        // Another architecture's registers are no registers here.
+        assert!(usdt_args("-8@x0 -8@x1").is_none());
+    }
+
+    /// aarch64 notes name registers `x0` (`w0` for 32 bits), no `%`; `struct user_pt_regs`
+    /// is regs[0..31], then sp.
+    #[cfg(target_arch = "aarch64")]
+    #[test]
+    fn usdt_arguments_in_registers_and_constants() {
+        let a = usdt_args("-8@x0 -8@x1 -8@x2").expect("registers");
+        assert_eq!(a.ptr.kind, ARG_REGISTER);
+        assert_eq!((a.ptr.pt_regs_offset, a.size.pt_regs_offset), (0, 8));
+        let b = usdt_args("8@x30 4@w19").expect("registers");
+        assert_eq!((b.ptr.pt_regs_offset, b.size.pt_regs_offset), (240, 152));
+        let sp = usdt_args("8@sp 8@x3").expect("sp");
+        assert_eq!(sp.ptr.pt_regs_offset, 248);
+        let c = usdt_args("8@x0 8@4096").expect("a constant");
+        assert_eq!(c.ptr.kind, ARG_REGISTER);
+        assert_eq!(c.size.kind, ARG_CONSTANT);
+        assert_eq!(c.size.constant, 4096);
+        // Memory operands are not supported: said, not guessed.
+        assert!(usdt_args("8@[sp, 16] 8@x0").is_none());
+        assert!(
+            usdt_args("8@x31 8@x0").is_none(),
+            "x31 is no general register"
+        );
+        assert!(usdt_args("8@x0").is_none(), "two arguments are needed");
+        // Another architecture's registers are no registers here.
+        assert!(usdt_args("-8@%rax -8@%rcx").is_none());
     }
 
     /// glibc's free opens with `test %rdi,%rdi; je`: the probe goes on the `je`. malloc opens

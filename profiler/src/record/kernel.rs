@@ -242,3 +242,98 @@ impl Kernel {
         self.run_time_stats.is_some()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::OBJECT;
+
+    /// `pt_regs` offsets of (first argument, second argument, return value, where a function's
+    /// return address is at its entry) for the architecture this is built for.
+    #[cfg(target_arch = "x86_64")]
+    const REGS: [i16; 4] = [14 * 8, 13 * 8, 10 * 8, 19 * 8]; // rdi, rsi, rax, rsp
+    #[cfg(target_arch = "aarch64")]
+    const REGS: [i16; 4] = [0, 8, 0, 30 * 8]; // x0, x1, x0, x30
+
+    /// The instructions of function `name` in the eBPF object (ELF64, little endian).
+    fn function_code(object: &[u8], name: &str) -> Vec<[u8; 8]> {
+        let u16_at = |at: usize| u16::from_le_bytes(object[at..at + 2].try_into().unwrap());
+        let u32_at = |at: usize| u32::from_le_bytes(object[at..at + 4].try_into().unwrap());
+        let u64_at = |at: usize| u64::from_le_bytes(object[at..at + 8].try_into().unwrap());
+        let (shoff, shentsize, shnum) = (u64_at(0x28) as usize, u16_at(0x3a), u16_at(0x3c));
+        let section = |i: usize| shoff + i * shentsize as usize;
+        let symtab = (0..shnum as usize)
+            .map(section)
+            .find(|&s| u32_at(s + 4) == 2) // SHT_SYMTAB
+            .expect("a symbol table");
+        let strtab = u64_at(section(u32_at(symtab + 40) as usize) + 24) as usize;
+        let (syms, size) = (u64_at(symtab + 24) as usize, u64_at(symtab + 32) as usize);
+        for sym in (syms..syms + size).step_by(24) {
+            let at = strtab + u32_at(sym) as usize;
+            let end = at + object[at..].iter().position(|&b| b == 0).unwrap();
+            if &object[at..end] != name.as_bytes() {
+                continue;
+            }
+            let code = u64_at(section(u16_at(sym + 6) as usize) + 24) as usize;
+            let start = code + u64_at(sym + 8) as usize;
+            let len = u64_at(sym + 16) as usize;
+            return object[start..start + len]
+                .chunks_exact(8)
+                .map(|i| i.try_into().unwrap())
+                .collect();
+        }
+        panic!("no function {name} in the eBPF object");
+    }
+
+    /// Offsets of the 8-byte loads a function makes from its context (the probe's `pt_regs`),
+    /// following the registers the context pointer is copied to.
+    fn context_loads(code: &[[u8; 8]]) -> Vec<i16> {
+        let mut ctx = [false; 11];
+        ctx[1] = true;
+        let mut loads = Vec::new();
+        for insn in code {
+            let (op, dst, src) = (insn[0], (insn[1] & 0xf) as usize, (insn[1] >> 4) as usize);
+            let off = i16::from_le_bytes([insn[2], insn[3]]);
+            if dst > 10 || src > 10 {
+                continue; // the second half of a 16-byte load
+            }
+            match op {
+                0xbf => ctx[dst] = ctx[src], // r_dst = r_src
+                0x79 => {
+                    // r_dst = *(u64 *)(r_src + off)
+                    if ctx[src] {
+                        loads.push(off);
+                    }
+                    ctx[dst] = false;
+                }
+                0x85 => ctx[0..6].fill(false), // a call clobbers r0..r5
+                _ if matches!(op & 7, 0 | 1 | 4 | 7) => ctx[dst] = false, // ld, ldx, alu
+                _ => {}
+            }
+        }
+        loads
+    }
+
+    /// build.rs builds the programs for the target's architecture: the embedded object reads
+    /// this architecture's argument, return and link registers from `pt_regs` (an object built
+    /// for the other architecture reads other offsets and gets garbage sizes and stacks).
+    #[test]
+    fn embedded_programs_read_this_architectures_registers() {
+        let [arg0, arg1, ret, return_address] = REGS;
+        let malloc = context_loads(&function_code(OBJECT, "heap_malloc"));
+        assert!(malloc.contains(&arg0), "malloc's size: {malloc:?}");
+        assert!(malloc.contains(&return_address), "caller: {malloc:?}");
+        let calloc = context_loads(&function_code(OBJECT, "heap_calloc"));
+        assert!(
+            calloc.contains(&arg0) && calloc.contains(&arg1),
+            "{calloc:?}"
+        );
+        let returned = context_loads(&function_code(OBJECT, "heap_return"));
+        assert_eq!(returned, [ret], "malloc's return value");
+        // x86_64's rdi (0x70) is aarch64's x14 and the other way round x0 is r15: neither
+        // is read when the object matches the architecture.
+        #[cfg(target_arch = "x86_64")]
+        assert!(!malloc.contains(&0), "{malloc:?}");
+        #[cfg(target_arch = "aarch64")]
+        assert!(!malloc.contains(&(14 * 8)), "{malloc:?}");
+    }
+}

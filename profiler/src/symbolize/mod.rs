@@ -31,30 +31,36 @@ pub struct ProcessMaps {
     vmas: Vec<Vma>,
 }
 
+fn read_maps(path: &str) -> std::io::Result<procfs::process::MemoryMaps> {
+    <procfs::process::MemoryMaps as procfs::FromRead>::from_file(path)
+        .map_err(std::io::Error::other)
+}
+
 impl ProcessMaps {
     /// Reads the executable mappings of `pid` and merges them in. Fails when the process is
     /// gone; the snapshot taken so far stays usable.
     pub fn refresh(&mut self, pid: u32) -> std::io::Result<()> {
-        let process = procfs::process::Process::new(pid as i32).map_err(std::io::Error::other)?;
+        // By path, not relative to a /proc/PID directory handle: the same file, and qemu-user
+        // (the aarch64 tests on x86_64) shows a guest its own maps only when the path names
+        // them, as it does for /proc/self/maps.
+        let maps = read_maps(&format!("/proc/{pid}/maps"))?;
         // A process in another mount namespace (a container) names files as it sees them:
         // read them through its root instead.
         let root = other_mount_namespace(pid).then(|| PathBuf::from(format!("/proc/{pid}/root")));
-        self.merge(&process, root)
+        self.merge(maps, root)
     }
 
     /// Reads this process's own executable mappings from `/proc/self/maps` (not by pid: under
     /// an emulator such as qemu-user only `self` names the guest's maps).
     pub fn refresh_self(&mut self) -> std::io::Result<()> {
-        let process = procfs::process::Process::myself().map_err(std::io::Error::other)?;
-        self.merge(&process, None)
+        self.merge(read_maps("/proc/self/maps")?, None)
     }
 
     fn merge(
         &mut self,
-        process: &procfs::process::Process,
+        maps: procfs::process::MemoryMaps,
         root: Option<PathBuf>,
     ) -> std::io::Result<()> {
-        let maps = process.maps().map_err(std::io::Error::other)?;
         for m in maps {
             if !m.perms.contains(procfs::process::MMPermissions::EXECUTE) {
                 continue;
