@@ -144,7 +144,11 @@ fn num_cpus() -> u64 {
 fn a_target_that_exits_ends_the_watch_with_a_last_line() {
     require_root();
     let _serial = serial();
-    let w = Workload::start("waits", &["1.6"]);
+    // It exits mid-interval: watch attaches 0.1–0.3 s after the workload starts (loading the
+    // object), so the exit falls at 1.65–1.85 s of watch's clock, between the 1.5 s and 2 s
+    // lines. An exit within 10 ms of a line makes no last line (too short to give rates), and
+    // at 1.6 s of lifetime the exit fell on the 1.5 s line once the object grew.
+    let w = Workload::start("waits", &["1.95"]);
     let pid = w.pid().to_string();
     // The workload is our child: reap it as it exits, as any parent would.
     let reaper = std::thread::spawn(move || w.wait());
@@ -160,7 +164,7 @@ fn a_target_that_exits_ends_the_watch_with_a_last_line() {
     );
     assert!(
         (2..=5).contains(&intervals.len()),
-        "{} intervals of 500 ms for a 1.6 s process",
+        "{} intervals of 500 ms for a 1.95 s process",
         intervals.len()
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
