@@ -93,6 +93,84 @@ fn c_program_without_frame_pointers_unwinds_to_main() {
     );
 }
 
+/// Blocked time of a gcc -O2 program that sleeps through glibc's clock_nanosleep wrapper (no
+/// frame pointers anywhere on the way): with `auto`, the blocks' user stacks are copied when
+/// the thread leaves the system call and unwound with DWARF, so ≥ 95% of the blocked time
+/// reaches main and splits 1/3 under mid_a, 2/3 under mid_b (±3 points); the frame-pointer
+/// walk of the same program finds main under less than half of it.
+#[test]
+fn blocked_c_program_without_frame_pointers_unwinds_to_main() {
+    require_root();
+    let _serial = serial();
+    let exe = c_workload("c_block", &["-O2", "-fomit-frame-pointer"]);
+    let run = |call_graph: &str| {
+        let dir = scratch();
+        let cap = dir.path().join("block.pb.gz");
+        let out = record(&[
+            "--offcpu",
+            "--call-graph",
+            call_graph,
+            "-o",
+            cap.to_str().unwrap(),
+            "--",
+            exe.to_str().unwrap(),
+            "3",
+        ]);
+        let p = load(&cap);
+        let info = RecordingInfo::from_comments(&p.comments).expect("recording metadata");
+        (p, info, String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    // Blocked (S) time of the program (one thread), and the part of it under `function`.
+    let blocked_under = |p: &Profile, function: Option<&str>| -> i64 {
+        let c = p
+            .sample_types
+            .iter()
+            .position(|t| t.kind == "offcpu")
+            .expect("an offcpu column");
+        p.samples
+            .iter()
+            .filter(|s| s.str_label("state") == Some("S"))
+            .filter(|s| {
+                function.is_none_or(|f| {
+                    p.sample_frames(s)
+                        .any(|fr| plain_name(&fr.function.name) == f)
+                })
+            })
+            .map(|s| s.values[c])
+            .sum()
+    };
+    let (p, info, summary) = run("auto");
+    let total = blocked_under(&p, None);
+    assert!(
+        total >= 2_000_000_000,
+        "only {total} ns blocked recorded in 3 s:\n{summary}"
+    );
+    let share = |f: &str| 100.0 * blocked_under(&p, Some(f)) as f64 / total as f64;
+    let sent = info.counter("offcpu", "copy_sent");
+    assert!(
+        share("main") >= 95.0,
+        "{:.1}% of blocked time under main ({sent} copies sent; offcpu counters {:?}); unwind: {:?}\n{summary}",
+        share("main"),
+        info.counters.get("offcpu"),
+        info.unwind
+    );
+    for (f, expected) in [("mid_a", 100.0 / 3.0), ("mid_b", 200.0 / 3.0)] {
+        assert!(
+            (share(f) - expected).abs() <= 3.0,
+            "{f}: {:.2}% of blocked time, expected {expected:.1}% ± 3",
+            share(f)
+        );
+    }
+    assert!(sent >= 300, "{sent} copies sent for ~600 blocks of 4 ms");
+    assert!(!summary.contains("counter invariant broken"), "{summary}");
+    let (p, _, _) = run("fp");
+    let fp_main = 100.0 * blocked_under(&p, Some("main")) as f64 / blocked_under(&p, None) as f64;
+    assert!(
+        fp_main < 50.0,
+        "the frame-pointer walk found main under {fp_main:.1}% of the blocked time: the workload no longer tests unwinding"
+    );
+}
+
 /// A Rust program built without frame pointers: ≥ 95% of stacks reach main or a thread start.
 #[test]
 fn rust_program_without_frame_pointers_unwinds_to_main() {

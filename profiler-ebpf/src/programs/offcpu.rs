@@ -4,20 +4,27 @@
 use aya_ebpf::{
     Global,
     bindings::{BPF_F_USER_STACK, BPF_NOEXIST},
-    helpers::{bpf_get_current_pid_tgid, generated::bpf_ktime_get_ns},
+    helpers::{
+        bpf_get_current_pid_tgid,
+        generated::{bpf_get_smp_processor_id, bpf_ktime_get_ns},
+    },
     macros::{btf_tracepoint, map},
-    maps::{HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
     programs::BtfTracePointContext,
 };
 use profiler_ebpf::{
     offcpu::{
-        OffCpuCounter as C, OffKey, OffStart, OffValue, STATE_DISK, STATE_OTHER, STATE_RUNNABLE,
-        STATE_SLEEPING, WakeKey, Waker,
+        OFF_COPY_HEADER_SIZE, OffCopyRecord, OffCpuCounter as C, OffKey, OffPending, OffStart,
+        OffValue, STATE_DISK, STATE_OTHER, STATE_RUNNABLE, STATE_SLEEPING, WakeKey, Waker,
     },
     stacks::{NO_STACK, RawStack},
+    unwind::CALL_GRAPH_FP,
 };
 
 use super::targets::task_ids;
+use super::unwind::{
+    CALL_GRAPH, STACK_COPY_BYTES, add, bounded, read_stack, user_regs_in_syscall, wanted,
+};
 use super::{
     CommOutcome, Stack, active_set, bump, capture_stack, is_target, remember_comm, stored,
 };
@@ -28,6 +35,8 @@ static OFFCPU_MIN_NS: Global<u64> = Global::new(0);
 static OFFCPU_WAKERS: Global<u32> = Global::new(0);
 #[unsafe(no_mangle)]
 static OFFCPU_WAKER_MIN_NS: Global<u64> = Global::new(0);
+#[unsafe(no_mangle)]
+static OFFCPU_COPY_MIN_NS: Global<u64> = Global::new(0);
 
 #[map]
 static OFFCPU_START: HashMap<u32, OffStart> = HashMap::with_max_entries(1, 0);
@@ -45,6 +54,13 @@ static OFFCPU_WAKE_COUNTS_1: HashMap<WakeKey, OffValue> = HashMap::with_max_entr
 static OFFCPU_STACKS: LruHashMap<u64, RawStack> = LruHashMap::with_max_entries(1, 0);
 #[map]
 static OFFCPU_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(C::COUNT, 0);
+#[map]
+static OFFCPU_PENDING: HashMap<u32, OffPending> = HashMap::with_max_entries(1, 0);
+// Sized by user space with copies on, one page otherwise.
+#[map]
+static OFFCPU_COPIES: RingBuf = RingBuf::with_byte_size(4096, 0);
+#[map]
+static OFFCPU_COPY_SCRATCH: Array<OffCopyRecord> = Array::with_max_entries(1, 0);
 
 // task_struct state bits (include/linux/sched.h).
 const TASK_INTERRUPTIBLE: u32 = 0x1;
@@ -126,13 +142,25 @@ fn switch_out(ctx: &BtfTracePointContext, preempt: bool, prev_state: u32, now: u
     } else {
         blocked_stacks(ctx)
     };
-    let start = OffStart {
+    let mut start = OffStart {
         since_ns: now,
         user_stack,
         kernel_stack,
         tgid,
         state,
+        ..OffStart::default()
     };
+    // Whether the user stack is to be copied if the block proves long: only blocks inside a
+    // system call, whose registers `sys_exit` sees unchanged.
+    let mode = CALL_GRAPH.load();
+    if state != STATE_RUNNABLE
+        && mode != CALL_GRAPH_FP
+        && let Some((regs, true)) = user_regs_in_syscall()
+    {
+        start.ip = regs[0];
+        start.sp = regs[1];
+        start.copy = u32::from(wanted(mode, tgid, regs[0]));
+    }
     match OFFCPU_START.insert(&tid, &start, 0) {
         Ok(()) => count(C::Started),
         Err(e) if e == -7 => count(C::StartFull),
@@ -240,6 +268,19 @@ fn switch_in(next: u64, now: u64) {
     } else {
         count(C::Short);
     }
+    // SAFETY: copied out at once.
+    let waker = (unsafe { OFFCPU_WAKER.get(&tid) }).copied();
+    if waker.is_some() {
+        let _ = OFFCPU_WAKER.remove(&tid);
+    }
+    if long
+        && start.copy != 0
+        && ns >= OFFCPU_COPY_MIN_NS.load()
+        && defer(tid, &key, ns, &start, waker.as_ref())
+    {
+        count(C::Deferred);
+        return;
+    }
     let set = active_set();
     let counts = if set == 0 {
         &OFFCPU_COUNTS_0
@@ -247,29 +288,159 @@ fn switch_in(next: u64, now: u64) {
         &OFFCPU_COUNTS_1
     };
     charge!(counts, &key, ns, C::Counted, C::CountsFull, C::CountsError);
+    if let Some(waker) = waker
+        && long
+    {
+        charge_waker(set, &key, &waker, ns);
+    }
+}
+
+#[inline(always)]
+fn charge_waker(set: u32, key: &OffKey, waker: &Waker, ns: u64) {
+    let wake_counts = if set == 0 {
+        &OFFCPU_WAKE_COUNTS_0
+    } else {
+        &OFFCPU_WAKE_COUNTS_1
+    };
+    let wake_key = WakeKey {
+        blocked: *key,
+        waker: *waker,
+    };
+    charge!(
+        wake_counts,
+        &wake_key,
+        ns,
+        C::WakeCounted,
+        C::WakeCountsFull,
+        C::WakeCountsFull
+    );
+}
+
+/// Holds a long interval until its thread's `sys_exit` copies its user stack. False when the
+/// pending map is full (the caller charges it now, with the frame-pointer stack).
+#[inline(always)]
+fn defer(tid: u32, key: &OffKey, ns: u64, start: &OffStart, waker: Option<&Waker>) -> bool {
     // SAFETY: copied out at once.
-    let waker = (unsafe { OFFCPU_WAKER.get(&tid) }).copied();
-    if let Some(waker) = waker {
-        let _ = OFFCPU_WAKER.remove(&tid);
-        if long {
-            let wake_counts = if set == 0 {
-                &OFFCPU_WAKE_COUNTS_0
-            } else {
-                &OFFCPU_WAKE_COUNTS_1
-            };
-            let wake_key = WakeKey {
-                blocked: key,
-                waker,
-            };
-            charge!(
-                wake_counts,
-                &wake_key,
-                ns,
-                C::WakeCounted,
-                C::WakeCountsFull,
-                C::WakeCountsFull
-            );
+    if let Some(old) = (unsafe { OFFCPU_PENDING.get(&tid) }).copied() {
+        count(C::PendingReplaced);
+        charge_fallback(&old);
+    }
+    let pending = OffPending {
+        key: *key,
+        ns,
+        ip: start.ip,
+        sp: start.sp,
+        has_waker: u32::from(waker.is_some()),
+        _pad: 0,
+        waker: waker.copied().unwrap_or_default(),
+    };
+    match OFFCPU_PENDING.insert(&tid, &pending, 0) {
+        Ok(()) => true,
+        Err(_) => {
+            count(C::DeferFull);
+            false
         }
+    }
+}
+
+/// Charges a pending interval with the frame-pointer stack it was switched out with.
+#[inline(always)]
+fn charge_fallback(p: &OffPending) {
+    let set = active_set();
+    let counts = if set == 0 {
+        &OFFCPU_COUNTS_0
+    } else {
+        &OFFCPU_COUNTS_1
+    };
+    charge!(
+        counts,
+        &p.key,
+        p.ns,
+        C::FallbackCounted,
+        C::FallbackCountsFull,
+        C::FallbackCountsFull
+    );
+    if p.has_waker != 0 {
+        charge_waker(set, &p.key, &p.waker, p.ns);
+    }
+}
+
+/// `sys_exit(struct pt_regs *regs, long ret)`, run by every task leaving a system call (only
+/// attached with copies on): a target thread with a pending interval sends it with a copy of
+/// its user stack, taken before any of its user code ran again.
+#[btf_tracepoint(function = "sys_exit")]
+pub fn offcpu_sys_exit(_ctx: BtfTracePointContext) -> i32 {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    // SAFETY: copied out at once.
+    let Some(p) = (unsafe { OFFCPU_PENDING.get(&tid) }).copied() else {
+        return 0;
+    };
+    let _ = OFFCPU_PENDING.remove(&tid);
+    match send_copy(tid, &p) {
+        Sent::Yes => count(C::CopySent),
+        Sent::Moved => {
+            count(C::CopyMoved);
+            charge_fallback(&p);
+        }
+        Sent::Failed => {
+            count(C::CopyFailed);
+            charge_fallback(&p);
+        }
+    }
+    0
+}
+
+enum Sent {
+    Yes,
+    Moved,
+    Failed,
+}
+
+#[inline(never)]
+fn send_copy(tid: u32, p: &OffPending) -> Sent {
+    let Some((regs, _)) = user_regs_in_syscall() else {
+        return Sent::Failed;
+    };
+    if regs[0] != p.ip || regs[1] != p.sp {
+        return Sent::Moved;
+    }
+    // SAFETY: no preconditions.
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    let Some(record) = OFFCPU_COPY_SCRATCH.get_ptr_mut(cpu) else {
+        return Sent::Failed;
+    };
+    // SAFETY: this CPU's slot, used by this program only; a task is not migrated while it runs.
+    let record = unsafe { &mut *record };
+    let Some(n) = read_stack(
+        record.stack.as_mut_ptr(),
+        regs[1],
+        STACK_COPY_BYTES.load(),
+        &OFFCPU_COUNTERS,
+        C::CopyShrunk as u32,
+    ) else {
+        return Sent::Failed;
+    };
+    let h = &mut record.header;
+    h.tgid = p.key.tgid;
+    h.tid = tid;
+    h.regs = regs;
+    h.ns = p.ns;
+    h.kernel_stack = p.key.kernel_stack;
+    h.state = p.key.state;
+    h.has_waker = p.has_waker;
+    h.waker = p.waker;
+    h.stack_len = n;
+    let total = OFF_COPY_HEADER_SIZE + bounded(n) as usize;
+    // SAFETY: the record's first `total` bytes (at most its size).
+    let bytes = unsafe {
+        core::slice::from_raw_parts((record as *const OffCopyRecord).cast::<u8>(), total)
+    };
+    match OFFCPU_COPIES.output::<[u8]>(bytes, 0) {
+        Ok(()) => {
+            add(&OFFCPU_COUNTERS, C::CopyBytes as u32, n as u64);
+            Sent::Yes
+        }
+        Err(_) => Sent::Failed,
     }
 }
 

@@ -24,9 +24,9 @@ use profiler_ebpf::{
 use super::bump;
 
 #[unsafe(no_mangle)]
-static CALL_GRAPH: Global<u32> = Global::new(0);
+pub(super) static CALL_GRAPH: Global<u32> = Global::new(0);
 #[unsafe(no_mangle)]
-static STACK_COPY_BYTES: Global<u32> = Global::new(16_384);
+pub(super) static STACK_COPY_BYTES: Global<u32> = Global::new(16_384);
 
 #[map]
 static COPY_SCRATCH: Array<CopyRecord> = Array::with_max_entries(1, 0);
@@ -50,7 +50,7 @@ pub enum Copy {
 
 /// Clamps a byte count to 1..=MAX_STACK_COPY in a way the verifier can follow.
 #[inline(always)]
-fn bounded(n: u32) -> u32 {
+pub(super) fn bounded(n: u32) -> u32 {
     (n.wrapping_sub(1) & (MAX_STACK_COPY as u32 - 1)) + 1
 }
 
@@ -59,6 +59,13 @@ fn bounded(n: u32) -> u32 {
 /// registers. None when they are not a user context.
 #[inline(always)]
 fn user_regs() -> Option<[u64; 4]> {
+    user_regs_in_syscall().map(|(regs, _)| regs)
+}
+
+/// `user_regs`, and whether the task is in a system call now (the kernel keeps the call's
+/// number in the saved registers, -1 when the kernel was entered otherwise).
+#[inline(always)]
+pub(super) fn user_regs_in_syscall() -> Option<([u64; 4], bool)> {
     // SAFETY: helpers on the current task; a failed read returns an error, nothing else.
     let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as u64;
     if regs == 0 {
@@ -66,22 +73,22 @@ fn user_regs() -> Option<[u64; 4]> {
     }
     #[cfg(bpf_target_arch = "x86_64")]
     {
-        // struct pt_regs: rbp is word 4, rip 16, cs 17, rsp 19.
+        // struct pt_regs: rbp is word 4, orig_ax 15, rip 16, cs 17, rsp 19.
         let r = unsafe { bpf_probe_read_kernel(regs as *const [u64; 20]) }.ok()?;
         if r[17] & 3 != 3 {
             return None;
         }
-        Some([r[16], r[19], r[4], 0])
+        Some(([r[16], r[19], r[4], 0], r[15] as i64 >= 0))
     }
     #[cfg(bpf_target_arch = "aarch64")]
     {
         // struct pt_regs starts with user_pt_regs: regs[31] (x29 = fp, x30 = lr), sp, pc,
-        // pstate (EL0 when its mode bits are 0).
-        let r = unsafe { bpf_probe_read_kernel(regs as *const [u64; 34]) }.ok()?;
+        // pstate (EL0 when its mode bits are 0); then orig_x0 and the s32 syscallno.
+        let r = unsafe { bpf_probe_read_kernel(regs as *const [u64; 36]) }.ok()?;
         if r[33] & 0xf != 0 {
             return None;
         }
-        Some([r[32], r[31], r[29], r[30]])
+        Some(([r[32], r[31], r[29], r[30]], r[35] as u32 as i32 >= 0))
     }
 }
 
@@ -91,7 +98,7 @@ fn user_regs() -> Option<[u64; 4]> {
 // does not carry every loop state into the rest of the program (inlined, it took 0.5 s to
 // verify the cpu program instead of 20 ms).
 #[inline(never)]
-fn wanted(mode: u32, tgid: u32, pc: u64) -> bool {
+pub(super) fn wanted(mode: u32, tgid: u32, pc: u64) -> bool {
     if mode == CALL_GRAPH_DWARF {
         return true;
     }
@@ -125,9 +132,16 @@ fn wanted(mode: u32, tgid: u32, pc: u64) -> bool {
 
 /// Reads up to `size` bytes of user stack from `sp` into `dst`. A stack whose top (its mapping's
 /// end) is nearer than `size` fails a read of the whole size, so the last readable page
-/// boundary is found by probing page by page and the shorter copy is read. Returns the bytes read.
+/// boundary is found by probing page by page and the shorter copy is read (counted in slot
+/// `shrunk` of `counters`). Returns the bytes read.
 #[inline(always)]
-fn read_stack(dst: *mut u8, sp: u64, size: u32, counters: &PerCpuArray<u64>) -> Option<u32> {
+pub(super) fn read_stack(
+    dst: *mut u8,
+    sp: u64,
+    size: u32,
+    counters: &PerCpuArray<u64>,
+    shrunk: u32,
+) -> Option<u32> {
     let size = bounded(size);
     // SAFETY: `dst` holds MAX_STACK_COPY bytes; a bad user address fails the read.
     let whole = unsafe {
@@ -157,7 +171,7 @@ fn read_stack(dst: *mut u8, sp: u64, size: u32, counters: &PerCpuArray<u64>) -> 
         lo += 1;
     }
     let n = bounded((first + lo * PAGE - sp) as u32);
-    bump(counters, C::CopyShrunk as u32);
+    bump(counters, shrunk);
     // SAFETY: as above, with a size of at most MAX_STACK_COPY.
     let ret =
         unsafe { aya_ebpf::helpers::generated::bpf_probe_read_user(dst.cast(), n, sp as *const _) };
@@ -166,7 +180,7 @@ fn read_stack(dst: *mut u8, sp: u64, size: u32, counters: &PerCpuArray<u64>) -> 
 
 /// Adds `n` to slot `index` of a per-CPU counter array.
 #[inline(always)]
-fn add(counters: &PerCpuArray<u64>, index: u32, n: u64) {
+pub(super) fn add(counters: &PerCpuArray<u64>, index: u32, n: u64) {
     if let Some(c) = counters.get_ptr_mut(index) {
         // SAFETY: a per-CPU slot; a program does not nest with itself on one CPU.
         unsafe { *c += n };
@@ -208,6 +222,7 @@ pub fn copy_stack<Ctx: EbpfContext>(
         regs[1],
         STACK_COPY_BYTES.load(),
         counters,
+        C::CopyShrunk as u32,
     ) else {
         bump(counters, C::CopyReadFault as u32);
         return Copy::Fallback;

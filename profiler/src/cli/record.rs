@@ -51,7 +51,8 @@ pub struct RecordArgs {
     /// Sampling frequency of --cpu in Hz per CPU (1..=10000).
     #[arg(short = 'F', long, default_value_t = 99)]
     pub frequency: u64,
-    /// How user stacks of --cpu and --page-faults samples are taken: fp walks frame pointers
+    /// How user stacks of --cpu and --page-faults samples and of long --offcpu blocks are
+    /// taken: fp walks frame pointers
     /// in the kernel (cheapest; cut short by code built without them, such as gcc -O2 code
     /// and Debian's glibc); dwarf copies the top of each sample's stack and unwinds it with
     /// the objects' .eh_frame/.debug_frame tables; auto copies only the samples whose
@@ -74,6 +75,11 @@ pub struct RecordArgs {
     /// costs two stack walks).
     #[arg(long, value_parser = parse_threshold, default_value = "100us", value_name = "DURATION")]
     pub waker_min: Duration,
+    /// With --call-graph dwarf|auto: blocks in a system call at least this long get their user
+    /// stack copied (when the thread leaves the call) and unwound with the objects' tables;
+    /// shorter ones keep the frame-pointer walk (a copy costs a few microseconds).
+    #[arg(long, value_parser = parse_threshold, default_value = "100us", value_name = "DURATION")]
+    pub offcpu_copy_min: Duration,
     /// Do not record who woke blocked threads.
     #[arg(long)]
     pub no_wakers: bool,
@@ -161,6 +167,7 @@ impl RecordArgs {
                 min: self.offcpu_min,
                 wakers: !self.no_wakers,
                 waker_min: self.waker_min,
+                copy_min: self.offcpu_copy_min,
             }),
             heap: self.heap.then_some(HeapOptions {
                 rate: self.heap_rate,

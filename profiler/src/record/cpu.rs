@@ -261,7 +261,7 @@ impl CopyRing {
         if !self.call_graph.copies() {
             return 4096;
         }
-        // Each record carries the ring's own 8-byte header.
+        // Each record carries the ring's own 8-byte header (the off-CPU header is smaller).
         let record = (COPY_HEADER_SIZE + 8) as u64 + u64::from(self.call_graph.stack_size);
         let events =
             sizing.cpus as u64 * per_cpu_hz * sizing.drain_interval.as_millis() as u64 / 1000 * 4;
@@ -285,6 +285,17 @@ impl CopyRing {
                 .map_err(bpf_err(format!("opening {}", self.name)))?,
         );
         Ok(())
+    }
+
+    /// Every record now in the ring, as bytes, for a collector with records of its own kind.
+    pub(super) fn take_records(&mut self) -> Vec<Vec<u8>> {
+        let mut records = Vec::new();
+        if let Some(ring) = self.ring.as_mut() {
+            while let Some(item) = ring.next() {
+                records.push(item.to_vec());
+            }
+        }
+        records
     }
 
     /// Every record now in the ring, as one sample each with values `values(1)`: the user

@@ -369,7 +369,9 @@ pub fn record(opts: &RecordOptions) -> Result<Recording, RecordError> {
         ));
     }
     if let Some(o) = opts.offcpu {
-        collectors.push(Box::new(OffCpuCollector::new(o)));
+        collectors.push(Box::new(
+            OffCpuCollector::new(o).with_call_graph(opts.call_graph),
+        ));
     }
     if let Some(o) = opts.heap {
         collectors.push(Box::new(HeapCollector::new(o)?));

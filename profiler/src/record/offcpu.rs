@@ -14,6 +14,13 @@
 //! sample, not a wait site. Add a lookup per switch machine-wide, and waker stacks only for
 //! blocks that already passed the minimum. Values: `offcpu/nanoseconds`,
 //! `offcpu_events/count`, and with wakers `offcpu_wakers/nanoseconds`.
+//!
+//! With `--call-graph dwarf|auto`, blocks of at least `copy_min` inside a system call, in code
+//! the mode wants unwound in user space (auto: code without frame pointers, such as glibc's
+//! system-call wrappers), are charged with a copy of the user stack taken when the thread
+//! leaves the call (see `profiler_ebpf::offcpu`), unwound by the session like a cpu sample's.
+//! Shorter blocks keep the frame-pointer walk: a copy costs microseconds, and a busy server
+//! blocks for a few microseconds tens of thousands of times a second.
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -23,17 +30,21 @@ use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray};
 use aya::programs::BtfTracePoint;
 use aya::{Ebpf, EbpfLoader};
 use profiler_ebpf::offcpu::{
-    OFFCPU_COUNTERS, OFFCPU_COUNTS, OFFCPU_MIN_NS, OFFCPU_STACKS, OFFCPU_START, OFFCPU_WAKE_COUNTS,
-    OFFCPU_WAKER, OFFCPU_WAKER_MIN_NS, OFFCPU_WAKERS, OffCpuCounter, OffKey, OffStart, OffValue,
-    SWITCH_PROGRAM, WAKING_PROGRAM, WakeKey, Waker, state_letter,
+    OFF_COPY_HEADER_SIZE, OFFCPU_COPIES, OFFCPU_COPY_MIN_NS, OFFCPU_COPY_SCRATCH, OFFCPU_COUNTERS,
+    OFFCPU_COUNTS, OFFCPU_MIN_NS, OFFCPU_PENDING, OFFCPU_STACKS, OFFCPU_START, OFFCPU_WAKE_COUNTS,
+    OFFCPU_WAKER, OFFCPU_WAKER_MIN_NS, OFFCPU_WAKERS, OffCopyHeader, OffCpuCounter, OffKey,
+    OffPending, OffStart, OffValue, SWITCH_PROGRAM, SYS_EXIT_PROGRAM, SYS_EXIT_TRACEPOINT,
+    WAKING_PROGRAM, WakeKey, Waker, state_letter,
 };
 use profiler_ebpf::stacks::{MAX_STACK_DEPTH, NO_STACK, RawStack};
 
 use super::RecordError;
 use super::collector::{Collector, Counters, Drained, DrainedWaker, Sizing, StackSource};
+use super::cpu::CopyRing;
 use super::kernel::{ProgramCost, bpf_err, program_cost, read_counters, take_map};
 use super::targets::Targets;
 use crate::profile::{LabelValue, Profile, ValueType};
+use crate::unwind::{CallGraph, StackCopy};
 
 /// Context switches per second per CPU the maps are sized for: search-server under load
 /// switches about 20,600 times a second on 2 CPUs (measured), so 20,000 per CPU leaves room.
@@ -42,6 +53,9 @@ const SWITCHES_PER_CPU_HZ: u64 = 20_000;
 const THREADS: u32 = 32_768;
 /// Distinct stacks kept for blocked threads and wakers (about 1 KiB each).
 const STACKS: u32 = 16_384;
+/// Blocks copied per second per CPU the copy ring is sized for (those of at least `copy_min`:
+/// a thread blocks that long at most 10,000 times a second).
+const COPIES_PER_CPU_HZ: u64 = 2_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OffCpuOptions {
@@ -51,6 +65,9 @@ pub struct OffCpuOptions {
     pub wakers: bool,
     /// Record wakers only for blocks at least this long when woken.
     pub waker_min: Duration,
+    /// With stack copies (`--call-graph dwarf|auto`): blocks at least this long get a copied
+    /// and unwound user stack; shorter ones keep the frame-pointer walk.
+    pub copy_min: Duration,
 }
 
 impl Default for OffCpuOptions {
@@ -61,6 +78,7 @@ impl Default for OffCpuOptions {
             min: Duration::ZERO,
             wakers: true,
             waker_min: Duration::from_micros(100),
+            copy_min: Duration::from_micros(100),
         }
     }
 }
@@ -71,6 +89,9 @@ pub struct OffCpuCollector {
     min_ns: u64,
     waker_min_ns: u64,
     wakers_flag: u32,
+    copy_min_ns: u64,
+    copies: CopyRing,
+    call_graph: CallGraph,
     maps: Option<Maps>,
     links: Vec<aya::programs::tp_btf::BtfTracePointLinkId>,
     /// Stacks read from the kernel by hash, kept for the session (the LRU map may drop them).
@@ -84,6 +105,7 @@ struct Maps {
     /// An LRU hash map in the kernel; aya's HashMap reads both kinds.
     stacks: BpfHashMap<MapData, u64, RawStack>,
     counters: PerCpuArray<MapData, u64>,
+    pending: BpfHashMap<MapData, u32, OffPending>,
 }
 
 impl OffCpuCollector {
@@ -93,23 +115,38 @@ impl OffCpuCollector {
             min_ns: opts.min.as_nanos().min(u64::MAX as u128) as u64,
             waker_min_ns: opts.waker_min.as_nanos().min(u64::MAX as u128) as u64,
             wakers_flag: u32::from(opts.wakers),
+            copy_min_ns: opts.copy_min.as_nanos().min(u64::MAX as u128) as u64,
+            copies: CopyRing::new(OFFCPU_COPIES, CallGraph::fp()),
+            call_graph: CallGraph::fp(),
             maps: None,
             links: Vec::new(),
             stacks: HashMap::new(),
         }
     }
 
-    fn programs(&self) -> &'static [&'static str] {
+    /// Takes the user stacks of long blocks as `call_graph` says (frame pointers only by
+    /// default). The session must run with the same call graph: it sets the mode in the kernel.
+    pub fn with_call_graph(mut self, call_graph: CallGraph) -> Self {
+        self.copies = CopyRing::new(OFFCPU_COPIES, call_graph);
+        self.call_graph = call_graph;
+        self
+    }
+
+    /// The programs, each with its tracepoint, in the order they are attached.
+    fn programs(&self) -> Vec<(&'static str, &'static str)> {
+        let mut p = vec![(SWITCH_PROGRAM, SWITCH_PROGRAM)];
         if self.opts.wakers {
-            &[SWITCH_PROGRAM, WAKING_PROGRAM]
-        } else {
-            &[SWITCH_PROGRAM]
+            p.push((WAKING_PROGRAM, WAKING_PROGRAM));
         }
+        if self.call_graph.copies() {
+            p.push((SYS_EXIT_PROGRAM, SYS_EXIT_TRACEPOINT));
+        }
+        p
     }
 
     /// Attaches the loaded programs to their tracepoints.
     fn attach_programs(&mut self, bpf: &mut Ebpf) -> Result<(), RecordError> {
-        for &name in self.programs() {
+        for (name, _) in self.programs() {
             let program: &mut BtfTracePoint = bpf
                 .program_mut(name)
                 .ok_or_else(|| RecordError::MissingInObject(format!("program {name}")))?
@@ -171,6 +208,52 @@ impl OffCpuCollector {
             values,
         }
     }
+
+    /// One copy record (an `OffCopyHeader` and its stack bytes): the block's sample with the
+    /// user stack to unwind and, with a waker, its waker sample with the same copy. Nothing
+    /// when malformed.
+    fn copied_samples(&mut self, bytes: &[u8], out: &mut Vec<Drained>) {
+        let Some((header, stack)) = parse_off_copy(bytes) else {
+            return;
+        };
+        let key = OffKey {
+            tgid: header.tgid,
+            tid: header.tid,
+            user_stack: NO_STACK,
+            kernel_stack: header.kernel_stack,
+            state: header.state,
+            _pad: 0,
+        };
+        let value = OffValue {
+            ns: header.ns,
+            count: 1,
+        };
+        let copy = StackCopy {
+            regs: header.regs,
+            stack,
+        };
+        if header.has_waker != 0 {
+            let mut d = self.sample(&key, &value, Some(&header.waker));
+            d.user = StackSource::Copy(Box::new(copy.clone()));
+            out.push(d);
+        }
+        let mut d = self.sample(&key, &value, None);
+        d.user = StackSource::Copy(Box::new(copy));
+        out.push(d);
+    }
+}
+
+/// Splits an off-CPU copy record into its header and its stack bytes.
+fn parse_off_copy(bytes: &[u8]) -> Option<(OffCopyHeader, Vec<u8>)> {
+    if bytes.len() < OFF_COPY_HEADER_SIZE {
+        return None;
+    }
+    // SAFETY: `OffCopyHeader` is plain integers and the slice holds at least its size; the
+    // read is unaligned-safe.
+    let header: OffCopyHeader = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+    let stack =
+        bytes.get(OFF_COPY_HEADER_SIZE..OFF_COPY_HEADER_SIZE + header.stack_len as usize)?;
+    Some((header, stack.to_vec()))
 }
 
 impl Collector for OffCpuCollector {
@@ -226,7 +309,8 @@ impl Collector for OffCpuCollector {
         loader
             .override_global(OFFCPU_MIN_NS, &self.min_ns, true)
             .override_global(OFFCPU_WAKERS, &self.wakers_flag, true)
-            .override_global(OFFCPU_WAKER_MIN_NS, &self.waker_min_ns, true);
+            .override_global(OFFCPU_WAKER_MIN_NS, &self.waker_min_ns, true)
+            .override_global(OFFCPU_COPY_MIN_NS, &self.copy_min_ns, true);
         // One count entry per distinct (thread, stacks, state) per interval: at most one per
         // switch, and far fewer in practice (threads block in few places).
         let entries = sizing
@@ -242,6 +326,17 @@ impl Collector for OffCpuCollector {
         loader.map_max_entries(OFFCPU_START, THREADS);
         loader.map_max_entries(OFFCPU_WAKER, if self.opts.wakers { THREADS } else { 1 });
         loader.map_max_entries(OFFCPU_STACKS, STACKS);
+        let copies = self.call_graph.copies();
+        loader.map_max_entries(OFFCPU_PENDING, if copies { THREADS } else { 1 });
+        loader.map_max_entries(
+            OFFCPU_COPY_SCRATCH,
+            if copies {
+                aya::util::nr_cpus().map_or(1, |n| n as u32)
+            } else {
+                1
+            },
+        );
+        self.copies.configure(sizing, COPIES_PER_CPU_HZ, loader);
     }
 
     fn attach(&mut self, bpf: &mut Ebpf, _targets: &Targets) -> Result<(), RecordError> {
@@ -266,21 +361,27 @@ impl Collector for OffCpuCollector {
                 .map_err(bpf_err("opening OFFCPU_STACKS"))?,
             counters: PerCpuArray::try_from(take_map(bpf, OFFCPU_COUNTERS)?)
                 .map_err(bpf_err("opening OFFCPU_COUNTERS"))?,
+            pending: BpfHashMap::try_from(take_map(bpf, OFFCPU_PENDING)?)
+                .map_err(bpf_err("opening OFFCPU_PENDING"))?,
         });
+        self.copies.attach(bpf)?;
         let btf = aya::Btf::from_sys_fs().map_err(bpf_err("reading the kernel's BTF"))?;
-        for &name in self.programs() {
+        for (name, tracepoint) in self.programs() {
             let program: &mut BtfTracePoint = bpf
                 .program_mut(name)
                 .ok_or_else(|| RecordError::MissingInObject(format!("program {name}")))?
                 .try_into()
                 .map_err(bpf_err(format!("program {name}")))?;
-            program.load(name, &btf).map_err(RecordError::from_load)?;
+            program
+                .load(tracepoint, &btf)
+                .map_err(RecordError::from_load)?;
         }
         self.attach_programs(bpf)
     }
 
     fn detach(&mut self, bpf: &mut Ebpf) {
-        for (name, link) in [SWITCH_PROGRAM, WAKING_PROGRAM]
+        for ((name, _), link) in self
+            .programs()
             .into_iter()
             .zip(std::mem::take(&mut self.links))
         {
@@ -314,6 +415,9 @@ impl Collector for OffCpuCollector {
             let d = self.sample(&k.blocked, v, Some(&k.waker));
             out.push(d);
         }
+        for record in self.copies.take_records() {
+            self.copied_samples(&record, out);
+        }
         Ok(())
     }
 
@@ -323,7 +427,24 @@ impl Collector for OffCpuCollector {
         let now = monotonic_ns();
         let min = self.opts.min.as_nanos() as u64;
         let maps = self.maps()?;
+        // Long blocks whose thread has not left its system call yet keep their frame-pointer
+        // stacks (the thread is still in the kernel: its copy never came).
+        let pending: Vec<OffPending> = maps
+            .pending
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(_, p)| p)
+            .collect();
         let open: Vec<(u32, OffStart)> = maps.start.iter().filter_map(Result::ok).collect();
+        for p in pending {
+            let v = OffValue { ns: p.ns, count: 1 };
+            if p.has_waker != 0 {
+                let d = self.sample(&p.key, &v, Some(&p.waker));
+                out.push(d);
+            }
+            let d = self.sample(&p.key, &v, None);
+            out.push(d);
+        }
         for (tid, start) in open {
             let ns = now.saturating_sub(start.since_ns);
             let long = ns >= min;
@@ -357,9 +478,9 @@ impl Collector for OffCpuCollector {
     }
 
     fn program_cost(&self, bpf: &Ebpf) -> Vec<ProgramCost> {
-        [SWITCH_PROGRAM, WAKING_PROGRAM]
+        self.programs()
             .into_iter()
-            .filter_map(|p| program_cost(bpf, p))
+            .filter_map(|(p, _)| program_cost(bpf, p))
             .collect()
     }
 
@@ -406,11 +527,29 @@ impl Collector for OffCpuCollector {
         }
         for (what, n) in [
             ("charge", sum(&["charged", "short"])),
-            ("count", sum(&["counted", "counts_full", "counts_error"])),
+            (
+                "count",
+                sum(&["counted", "counts_full", "counts_error", "deferred"]),
+            ),
         ] {
             if n != in_ {
                 bad.push(format!("offcpu: {in_} switch-ins but {n} {what} outcomes"));
             }
+        }
+        // A deferred block ends when its thread leaves the system call, or is still pending.
+        let ended = sum(&["copy_sent", "copy_moved", "copy_failed", "pending_replaced"]);
+        if ended > get("deferred") {
+            bad.push(format!(
+                "offcpu: {} blocks deferred but {ended} ended",
+                get("deferred")
+            ));
+        }
+        let fallbacks = sum(&["copy_moved", "copy_failed", "pending_replaced"]);
+        let charged = sum(&["fallback_counted", "fallback_counts_full"]);
+        if charged != fallbacks {
+            bad.push(format!(
+                "offcpu: {fallbacks} copy fallbacks but {charged} fallback charges"
+            ));
         }
         let wakeups = get("wakeup_of_blocked");
         let w = sum(&["waker_taken", "waker_short", "waker_full"]);

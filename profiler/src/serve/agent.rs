@@ -1074,6 +1074,15 @@ mod tests {
             .spawn()
             .unwrap();
         let pid = child.id();
+        // Under qemu-user `vfork` is emulated as `fork`, so `spawn` can return before the
+        // child has exec'd and renamed itself: wait (bounded) until it is `sleep`.
+        for _ in 0..500 {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            if comm.trim_end() == "sleep" {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         // Other `sleep`s may run on a shared machine: exclude all but ours.
         let others: Vec<u32> = std::iter::from_fn({
             let mut ex = vec![pid];

@@ -401,7 +401,13 @@ pub fn assert_offcpu_counter_invariant(info: &RecordingInfo) {
         (
             "count",
             c("switch_in"),
-            sum(&["counted", "counts_full", "counts_error"]),
+            // A block waiting for its stack copy (--call-graph dwarf|auto) is `deferred`.
+            sum(&["counted", "counts_full", "counts_error", "deferred"]),
+        ),
+        (
+            "fallback",
+            sum(&["copy_moved", "copy_failed", "pending_replaced"]),
+            sum(&["fallback_counted", "fallback_counts_full"]),
         ),
         (
             "waker",
