@@ -120,12 +120,22 @@ fn known_waits_are_charged_to_their_stacks_states_and_wakers() {
         100.0 * by_writer as f64 / reader_woken.max(1) as f64,
         reader_woken as f64 / 1e9
     );
-    let waker_label = p
-        .samples
-        .iter()
-        .find(|s| thread_is(s, "reader") && s.str_label("waker").is_some())
-        .and_then(|s| s.str_label("waker"));
-    assert_eq!(waker_label, Some("writer"), "the waker thread is named");
+    // The waker thread is named. Not every wakeup of the reader is the writer's (a wakeup
+    // can run in whatever thread is on the CPU, e.g. the spinner during a timer interrupt),
+    // so the name is asserted on the bulk of the reader's woken time, like the stack above.
+    let by_writer_label = total_where(&p, "offcpu_wakers", |s| {
+        thread_is(s, "reader") && s.str_label("waker") == Some("writer")
+    });
+    assert!(
+        by_writer_label as f64 >= 0.9 * reader_woken as f64,
+        "the reader's waker is labelled \"writer\" for {:.1}% of its woken time; labels: {:?}",
+        100.0 * by_writer_label as f64 / reader_woken.max(1) as f64,
+        p.samples
+            .iter()
+            .filter(|s| thread_is(s, "reader"))
+            .filter_map(|s| s.str_label("waker"))
+            .collect::<std::collections::BTreeSet<_>>()
+    );
 
     let waiting_child = total_where(&p, "offcpu", |s| {
         thread_is(s, "waiter") && has_frame(&p, s, "waits::wait_child")
