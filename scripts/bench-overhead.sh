@@ -34,6 +34,9 @@ Modes (MODES, space-separated; default "none profiler-99 profiler-999 perf-99 pe
   fp-99         profiler record --call-graph fp -F 99      fp-999     ... -F 999
   dwarf-99      profiler record --call-graph dwarf -F 99   dwarf-999  ... -F 999
   offcpu        profiler record --offcpu         wall           profiler record --cpu --offcpu
+                (--call-graph auto: a block in code without frame pointers gets its
+                stack copied at sys_exit, a program on every system call of the machine)
+  offcpu-fp     profiler record --offcpu --call-graph fp (no copies, no sys_exit program)
   heap          profiler record --heap (the heap-sampler's probes)
   heap-uprobes  the plain server, profiler record --heap (uprobes on libc malloc and free)
   faults        profiler record --page-faults
@@ -51,6 +54,7 @@ Needs: root, perf, oha, curl and python3 (scripts/setup.sh installs them).
 Examples:
   sudo scripts/bench-overhead.sh
   sudo MODES="none offcpu wall profiler-99" scripts/bench-overhead.sh 5 10
+  sudo MODES="none offcpu offcpu-fp" scripts/bench-overhead.sh 5 10
   sudo MODES="none plain heap heap-uprobes faults" scripts/bench-overhead.sh 5 10
   sudo CONNECTIONS=16 PORT=5077 WARM_SECS=5 scripts/bench-overhead.sh 5 15
   sudo MODES="none watch trace perf-sched" scripts/bench-overhead.sh 5 10
@@ -71,7 +75,7 @@ done
 needs_plain=""
 for mode in "${MODE_LIST[@]}"; do
   case "$mode" in
-    none | profiler-99 | profiler-999 | offcpu | wall | heap | faults | perf-99 | perf-999) ;;
+    none | profiler-99 | profiler-999 | offcpu | offcpu-fp | wall | heap | faults | perf-99 | perf-999) ;;
     fp-99 | fp-999 | dwarf-99 | dwarf-999 | perf-dwarf-99 | perf-dwarf-999) ;;
     watch | trace | perf-sched) ;;
     plain | heap-uprobes) needs_plain=1 ;;
@@ -151,6 +155,7 @@ for round in $(seq 1 "$ROUNDS"); do
       profiler-*) rec=("$PROFILER" record -F "${mode##*-}") ;;
       fp-* | dwarf-*) rec=("$PROFILER" record --call-graph "${mode%-*}" -F "${mode##*-}") ;;
       offcpu) rec=("$PROFILER" record --offcpu) ;;
+      offcpu-fp) rec=("$PROFILER" record --offcpu --call-graph fp) ;;
       wall) rec=("$PROFILER" record --cpu --offcpu) ;;
       heap | heap-uprobes) rec=("$PROFILER" record --heap) ;;
       faults) rec=("$PROFILER" record --page-faults) ;;
@@ -248,7 +253,7 @@ for line in open(path):
     if k != "-": kern[mode].append(float(k))
     if fr != "-": file_rate[mode].append(float(fr))
 # Loss targets from the issues, in percent.
-targets = {"profiler-99": 1.0, "profiler-999": 3.0, "offcpu": 5.0, "heap": 5.0, "watch": 2.0}
+targets = {"profiler-99": 1.0, "profiler-999": 3.0, "offcpu": 5.0, "offcpu-fp": 5.0, "heap": 5.0, "watch": 2.0}
 # Each mode against the unprofiled run of its build; `plain` is the baseline of `none`: the
 # heap-sampler's cost with nothing attached (target 1%).
 def baseline(mode):

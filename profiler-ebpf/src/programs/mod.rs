@@ -13,7 +13,7 @@ mod unwind;
 use aya_ebpf::{
     EbpfContext,
     bindings::{BPF_F_USER_STACK, BPF_NOEXIST},
-    helpers::{bpf_get_current_comm, bpf_probe_read_user, generated::bpf_get_stack},
+    helpers::{bpf_get_current_comm, generated::bpf_get_stack},
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
     programs::ProbeContext,
@@ -120,7 +120,8 @@ pub fn capture_entry_stack(ctx: &ProbeContext) -> Result<(u64, &'static RawStack
     let scratch = unsafe { &mut *scratch };
     // SAFETY: `regs` is the probe's context; fields at fixed offsets.
     #[cfg(bpf_target_arch = "x86_64")]
-    let caller = unsafe { bpf_probe_read_user((*ctx.regs).rsp as *const u64) }.unwrap_or(0);
+    let caller = unsafe { aya_ebpf::helpers::bpf_probe_read_user((*ctx.regs).rsp as *const u64) }
+        .unwrap_or(0);
     // SAFETY: as above; x30 is the link register.
     #[cfg(bpf_target_arch = "aarch64")]
     let caller = unsafe { (*ctx.regs).regs[30] };

@@ -83,12 +83,15 @@ pub(super) fn user_regs_in_syscall() -> Option<([u64; 4], bool)> {
     #[cfg(bpf_target_arch = "aarch64")]
     {
         // struct pt_regs starts with user_pt_regs: regs[31] (x29 = fp, x30 = lr), sp, pc,
-        // pstate (EL0 when its mode bits are 0); then orig_x0 and the s32 syscallno.
-        let r = unsafe { bpf_probe_read_kernel(regs as *const [u64; 36]) }.ok()?;
-        if r[33] & 0xf != 0 {
+        // pstate (EL0 when its mode bits are 0); then orig_x0 and the s32 syscallno. Only
+        // words 29..36 are read: the whole 288 bytes on the stack put sched_switch over the
+        // 512-byte BPF stack limit.
+        let r = unsafe { bpf_probe_read_kernel((regs + 29 * 8) as *const [u64; 7]) }.ok()?;
+        let (fp, lr, sp, pc, pstate, syscallno) = (r[0], r[1], r[2], r[3], r[4], r[6]);
+        if pstate & 0xf != 0 {
             return None;
         }
-        Some(([r[32], r[31], r[29], r[30]], r[35] as u32 as i32 >= 0))
+        Some(([pc, sp, fp, lr], syscallno as u32 as i32 >= 0))
     }
 }
 
