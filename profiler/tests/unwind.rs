@@ -307,9 +307,9 @@ fn c_program_agrees_with_perf_dwarf() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start perf record");
-    // 999 Hz for both: two independent samplings of ~500 and ~700 samples (99 Hz, 5 s and
-    // 7 s) differ by more than 3 points about one time in five from binomial noise alone (a
-    // clean-clone CI run saw perf at 30.5% for mid_a's 1/3 with perf at 99 Hz).
+    // 999 Hz for both: at 99 Hz, two independent samplings of ~500 and ~700 samples differ
+    // by more than 3 points about one time in five from binomial noise alone. (c_split varies
+    // its round length so that the 999 Hz period cannot alias with it.)
     record(&[
         "--pid",
         &pid,
