@@ -120,6 +120,24 @@ fn known_waits_are_charged_to_their_stacks_states_and_wakers() {
         100.0 * by_writer as f64 / reader_woken.max(1) as f64,
         reader_woken as f64 / 1e9
     );
+    // The blocked side of those samples is the reader's own stack, unwound from the copy its
+    // block in glibc's `read` took; that copy is shared with the block's plain sample and
+    // unwound once, so there are no more unwinds than copies.
+    let reader_in_read = total_where(&p, "offcpu_wakers", |s| {
+        thread_is(s, "reader") && has_frame(&p, s, "waits::read_pipe")
+    });
+    assert!(
+        reader_in_read as f64 >= 0.9 * reader_woken as f64,
+        "the reader's woken time is under read_pipe for {:.1}%",
+        100.0 * reader_in_read as f64 / reader_woken.max(1) as f64
+    );
+    let info = RecordingInfo::from_comments(&p.comments).expect("metadata");
+    let (copies, unwinds) = (info.counter("offcpu", "copy_sent"), info.unwind.dwarf());
+    assert!(
+        copies > 0 && unwinds <= copies,
+        "{unwinds} unwinds of {copies} copies: {:?}",
+        info.unwind
+    );
     // The waker thread is named. Not every wakeup of the reader is the writer's (a wakeup
     // can run in whatever thread is on the CPU, e.g. the spinner during a timer interrupt),
     // so the name is asserted on the bulk of the reader's woken time, like the stack above.

@@ -46,8 +46,10 @@ pub enum StackSource {
     Hash(u64),
     /// Frames already known (e.g. unwound in user space), leaf first.
     Frames(Vec<u64>),
-    /// Registers and a copy of the top of the stack, for the session to unwind.
-    Copy(Box<crate::unwind::StackCopy>),
+    /// Registers and a copy of the top of the stack, for the session to unwind. Shared: a
+    /// blocked interval's sample and its waker sample carry the same copy, which the session
+    /// unwinds once.
+    Copy(std::sync::Arc<crate::unwind::StackCopy>),
 }
 
 /// One aggregated sample as a collector drains it: values in the collector's own columns.

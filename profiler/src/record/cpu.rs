@@ -287,12 +287,13 @@ impl CopyRing {
         Ok(())
     }
 
-    /// Every record now in the ring, as bytes, for a collector with records of its own kind.
-    pub(super) fn take_records(&mut self) -> Vec<Vec<u8>> {
+    /// Every record now in the ring, parsed in place by `parse` (for a collector with records
+    /// of its own kind): the stack bytes are copied once, out of the ring, not once per stage.
+    pub(super) fn take_parsed<T>(&mut self, mut parse: impl FnMut(&[u8]) -> Option<T>) -> Vec<T> {
         let mut records = Vec::new();
         if let Some(ring) = self.ring.as_mut() {
             while let Some(item) = ring.next() {
-                records.push(item.to_vec());
+                records.extend(parse(&item));
             }
         }
         records
@@ -333,7 +334,7 @@ fn parse_copy(bytes: &[u8]) -> Option<Drained> {
     Some(Drained {
         pid: header.tgid,
         tid: header.tid,
-        user: StackSource::Copy(Box::new(StackCopy {
+        user: StackSource::Copy(std::sync::Arc::new(StackCopy {
             regs: header.regs,
             stack: stack.to_vec(),
         })),

@@ -24,6 +24,7 @@
 
 use std::collections::HashMap;
 use std::ops::Range;
+use std::sync::Arc;
 use std::time::Duration;
 
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray};
@@ -209,13 +210,9 @@ impl OffCpuCollector {
         }
     }
 
-    /// One copy record (an `OffCopyHeader` and its stack bytes): the block's sample with the
-    /// user stack to unwind and, with a waker, its waker sample with the same copy. Nothing
-    /// when malformed.
-    fn copied_samples(&mut self, bytes: &[u8], out: &mut Vec<Drained>) {
-        let Some((header, stack)) = parse_off_copy(bytes) else {
-            return;
-        };
+    /// One copy record: the block's sample with the user stack to unwind and, with a waker,
+    /// its waker sample with the same copy.
+    fn copied_samples(&mut self, header: OffCopyHeader, copy: StackCopy, out: &mut Vec<Drained>) {
         let key = OffKey {
             tgid: header.tgid,
             tid: header.tid,
@@ -228,23 +225,21 @@ impl OffCpuCollector {
             ns: header.ns,
             count: 1,
         };
-        let copy = StackCopy {
-            regs: header.regs,
-            stack,
-        };
+        let copy = Arc::new(copy);
         if header.has_waker != 0 {
             let mut d = self.sample(&key, &value, Some(&header.waker));
-            d.user = StackSource::Copy(Box::new(copy.clone()));
+            d.user = StackSource::Copy(copy.clone());
             out.push(d);
         }
         let mut d = self.sample(&key, &value, None);
-        d.user = StackSource::Copy(Box::new(copy));
+        d.user = StackSource::Copy(copy);
         out.push(d);
     }
 }
 
-/// Splits an off-CPU copy record into its header and its stack bytes.
-fn parse_off_copy(bytes: &[u8]) -> Option<(OffCopyHeader, Vec<u8>)> {
+/// Splits an off-CPU copy record into its header and its copy (registers and stack bytes).
+/// None when malformed.
+fn parse_off_copy(bytes: &[u8]) -> Option<(OffCopyHeader, StackCopy)> {
     if bytes.len() < OFF_COPY_HEADER_SIZE {
         return None;
     }
@@ -253,7 +248,11 @@ fn parse_off_copy(bytes: &[u8]) -> Option<(OffCopyHeader, Vec<u8>)> {
     let header: OffCopyHeader = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
     let stack =
         bytes.get(OFF_COPY_HEADER_SIZE..OFF_COPY_HEADER_SIZE + header.stack_len as usize)?;
-    Some((header, stack.to_vec()))
+    let copy = StackCopy {
+        regs: header.regs,
+        stack: stack.to_vec(),
+    };
+    Some((header, copy))
 }
 
 impl Collector for OffCpuCollector {
@@ -415,8 +414,8 @@ impl Collector for OffCpuCollector {
             let d = self.sample(&k.blocked, v, Some(&k.waker));
             out.push(d);
         }
-        for record in self.copies.take_records() {
-            self.copied_samples(&record, out);
+        for (header, copy) in self.copies.take_parsed(parse_off_copy) {
+            self.copied_samples(header, copy, out);
         }
         Ok(())
     }

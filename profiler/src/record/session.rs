@@ -6,6 +6,7 @@
 //! [`RawSamples`] accumulators and ask the session for a profile of any of them.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use aya::maps::{HashMap as BpfHashMap, MapData};
@@ -25,7 +26,7 @@ use super::process::TargetProcess;
 use super::targets::{TARGETS_ENTRIES, Targets, Wake};
 use super::{RecordError, TargetSpec};
 use crate::profile::{Profile, ValueType};
-use crate::unwind::{CallGraph, CallGraphMode, UnwindReport, Unwinder};
+use crate::unwind::{CallGraph, CallGraphMode, StackCopy, UnwindReport, Unwinder};
 
 /// Processes whose code ranges without frame pointers the kernel keeps for `auto`; a process
 /// beyond this many is copied whole, as one not looked at yet.
@@ -62,6 +63,9 @@ pub struct Session {
     paused: HashSet<&'static str>,
     call_graph: CallGraph,
     unwinder: Unwinder,
+    /// The copy unwound last in this batch and its stack: a blocked interval's sample and its
+    /// waker sample share one copy, unwound once.
+    last_copy: Option<(Arc<StackCopy>, Option<u32>)>,
     /// `auto`: the kernel's map of code without frame pointers per process, and how many of
     /// each process's mappings it was computed from.
     fp_less: Option<BpfHashMap<MapData, u32, CodeRanges>>,
@@ -190,6 +194,7 @@ impl Session {
             paused: HashSet::new(),
             call_graph,
             unwinder: Unwinder::new(call_graph.mode.name(), call_graph.stack_size),
+            last_copy: None,
             fp_less,
             fp_less_seen: HashMap::new(),
         })
@@ -335,6 +340,7 @@ impl Session {
             };
             batch.samples.push((key, values));
         }
+        self.last_copy = None;
         self.symbols
             .resolve(&batch, &self.stacks, &self.targets.processes);
         Ok(batch)
@@ -346,11 +352,18 @@ impl Session {
             StackSource::Hash(h) => self.stacks.by_hash(h),
             StackSource::Frames(ips) => Some(self.stacks.intern(trim_user_stack(ips))),
             StackSource::Copy(copy) => {
+                if let Some((last, id)) = &self.last_copy
+                    && Arc::ptr_eq(last, &copy)
+                {
+                    return *id;
+                }
                 let program = self.program_of(pid);
                 let empty = crate::symbolize::ProcessMaps::default();
                 let maps = self.targets.processes.get(&pid).map_or(&empty, |p| &p.maps);
                 let (ips, _) = self.unwinder.unwind(pid, &program, maps, &copy);
-                (!ips.is_empty()).then(|| self.stacks.intern(trim_user_stack(ips)))
+                let id = (!ips.is_empty()).then(|| self.stacks.intern(trim_user_stack(ips)));
+                self.last_copy = Some((copy, id));
+                id
             }
         }
     }
