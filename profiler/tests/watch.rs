@@ -2,8 +2,9 @@
 //! rate through heap-sampler and a known number of threads, one of them CPU-bound
 //! (heap-sampler/examples/alloc_rate.rs), gives those rates within 10%, the exact thread count
 //! and 100% ± 10 of a CPU for the spinner (less what steal and interrupts took), and
-//! `--alloc-probes` counts the same calls with uprobes; a target that exits mid-watch ends it cleanly with a last line; a launched command
-//! passes its exit code on; bad input fails up front.
+//! `--alloc-probes` counts the same calls with uprobes; a target that exits mid-watch ends it
+//! cleanly with a last line; a launched command passes its exit code on; bad input fails up
+//! front.
 
 mod common;
 

@@ -302,16 +302,11 @@ impl CopyRing {
     /// Every record now in the ring, as one sample each with values `values(1)`: the user
     /// stack as a copy for the session to unwind, the kernel stack as frames.
     pub(super) fn drain(&mut self, out: &mut Vec<Drained>, values: impl Fn(u64) -> Vec<i64>) {
-        let Some(ring) = self.ring.as_mut() else {
-            return;
-        };
-        while let Some(item) = ring.next() {
-            if let Some(d) = parse_copy(&item) {
-                out.push(Drained {
-                    values: values(1),
-                    ..d
-                });
-            }
+        for d in self.take_parsed(parse_copy) {
+            out.push(Drained {
+                values: values(1),
+                ..d
+            });
         }
     }
 }
